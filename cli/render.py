@@ -20,6 +20,7 @@ from rich.style import Style
 from rich.text import Text
 
 from claude_bridge.proxy.config import Settings
+from claude_bridge.proxy.core.routing import DEFAULT_UPSTREAM
 from claude_bridge.proxy.events import Exchange
 
 
@@ -151,14 +152,16 @@ def short_model(name: str) -> str:
 
 
 def models(exchange: Exchange) -> str:
-    """client → upstream model; "…" while the body is not read yet, "-" if it never was."""
+    """client → [upstream name:]upstream model; "…" while the body is not read yet, "-" if it
+    never was."""
     client = short_model(exchange.client_model) if exchange.client_model else ""
     upstream = exchange.upstream_model
     if not client:
         return "…" if exchange.finished is None else "-"
-    if not upstream or upstream in (client, exchange.client_model):
-        return client
-    return f"{client} → {upstream}"
+    target = "" if upstream in ("", client, exchange.client_model) else upstream
+    if exchange.upstream not in ("", DEFAULT_UPSTREAM):  # a routing rule picked another upstream
+        target = f"{exchange.upstream}:{target}" if target else exchange.upstream
+    return f"{client} → {target}" if target else client
 
 
 def status_style(status: int) -> str:

@@ -26,7 +26,7 @@ from .events import Bus, Exchange
 from .journal.writer import Recorder
 from .pipeline import Pipeline
 from .tokenizer import count_text, encoding
-from .upstream import Upstream
+from .upstream import Upstreams
 
 log = logging.getLogger("claude_bridge.app")
 
@@ -83,10 +83,17 @@ def client_token(request: Request) -> str:
 
 
 class Routes:
-    def __init__(self, settings: Settings, pipeline: Pipeline, upstream_host: str) -> None:
+    def __init__(self, settings: Settings, pipeline: Pipeline) -> None:
         self.settings = settings
         self.pipeline = pipeline
-        self.upstream_host = upstream_host
+        hosts = {name: u.host for name, u in pipeline.upstreams.named.items()}
+        self._health: dict[str, Any] = {
+            "status": "ok",
+            "version": __version__,
+            "upstream": pipeline.upstreams.default.host,
+        }
+        if len(hosts) > 1:
+            self._health["upstreams"] = hosts
         token = settings.auth_token
         self._token = token.get_secret_value().encode() if token else None
 
@@ -105,7 +112,7 @@ class Routes:
             exchange.trace.client_request(request.method, request.url.path, request.headers.items())
         try:
             self.authorize(request)
-            prepared = self.pipeline.prepare(await read_body(request), exchange)
+            prepared = self.pipeline.prepare(await read_body(request), exchange, request.headers)
             if prepared.request.stream:
                 body = await self.pipeline.open_stream(prepared, exchange)
                 # Started here, the relay is finalized (closing the upstream) even if the
@@ -140,10 +147,7 @@ class Routes:
         return json_response(counted, headers={"request-id": request_id})
 
     async def health(self, request: Request) -> Response:
-        return json_response(
-            {"status": "ok", "version": __version__, "upstream": self.upstream_host},
-            headers={"request-id": new_request_id()},
-        )
+        return json_response(self._health, headers={"request-id": new_request_id()})
 
 
 async def http_error(request: Request, exc: Exception) -> Response:
@@ -178,10 +182,10 @@ def create_app(
     if recorder is not None:
         bus.subscribe(recorder)
         transport = recorder.transport(transport, settings)
-    upstream = Upstream(settings, transport=transport)
+    upstreams = Upstreams(settings, transport=transport)
     drain = Drain()
-    pipeline = Pipeline(settings, upstream, bus, encoder=lambda: count_text, drain=drain)
-    routes = Routes(settings, pipeline, upstream.host)
+    pipeline = Pipeline(settings, upstreams, bus, encoder=lambda: count_text, drain=drain)
+    routes = Routes(settings, pipeline)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -191,7 +195,7 @@ def create_app(
             yield
         finally:
             await warm
-            await upstream.aclose()
+            await upstreams.aclose()
             if recorder is not None:
                 recorder.close()
 

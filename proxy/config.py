@@ -11,13 +11,21 @@ import os
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import tomli_w
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from .core import providers
-from .core.routing import Rule
+from .core.routing import DEFAULT_UPSTREAM, Rule
 
 ENV_PREFIX = "CLAUDE_BRIDGE_"
 LEGACY_ENV = {
@@ -28,10 +36,38 @@ LEGACY_ENV = {
 }
 
 
+Mode = Literal["openai", "anthropic"]
+"""How an upstream is spoken to: translated to Chat Completions, or passed through to its own
+Anthropic `/v1/messages`."""
+TOML_ONLY = ("routes", "upstreams")
+
+
+def _known_provider(value: str | None) -> str | None:
+    if value:
+        providers.by_name(value)  # its ValueError lists the known names
+    return value
+
+
 class RouteRule(BaseModel):
     model_config = ConfigDict(extra="forbid")
     pattern: str
-    model: str
+    model: str | None = None
+    upstream: str = DEFAULT_UPSTREAM
+
+
+class UpstreamSettings(BaseModel):
+    """One named upstream (`[upstreams.<name>]` in the config file)."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    base_url: str
+    api_key: SecretStr | None = None
+    api_key_env: str | None = None
+    """The environment variable (or `.env` entry) holding the key: keeps it out of the file."""
+    provider: str | None = None
+    mode: Mode = "openai"
+    azure_api_version: str | None = None
+
+    _provider = field_validator("provider")(_known_provider)
 
 
 class Settings(BaseModel):
@@ -55,9 +91,20 @@ class Settings(BaseModel):
         None, description="Upstream model for opus/sonnet (and unmatched) names; unset: as asked."
     )
     small_model: str | None = Field(None, description="Upstream model for haiku names.")
+    mode: Mode = Field(
+        "openai",
+        description="`openai`: translate to Chat Completions; `anthropic`: pass requests "
+        "through to the upstream's own `/v1/messages` (llama.cpp, vLLM, Ollama, OpenRouter...).",
+    )
+    upstreams: dict[str, UpstreamSettings] = Field(
+        default_factory=dict,
+        description="More upstreams by name: `[upstreams.NAME]` with `base_url`, `api_key_env` "
+        "(or `api_key`), `provider`, `mode`, `azure_api_version`.",
+    )
     routes: list[RouteRule] = Field(
         default_factory=list,
-        description="Ordered `{pattern, model}` rules (globs on the client model) tried first.",
+        description="Ordered `{pattern, model, upstream}` rules (globs on the client model) "
+        "tried first; no `upstream`: the default one; no `model`: the client's name.",
     )
     auth_token: SecretStr | None = Field(
         None,
@@ -114,12 +161,23 @@ class Settings(BaseModel):
         "the environment); secret settings and auth headers always are.",
     )
 
-    @field_validator("provider")
-    @classmethod
-    def _known_provider(cls, value: str | None) -> str | None:
-        if value:
-            providers.by_name(value)  # its ValueError lists the known names
-        return value
+    _provider = field_validator("provider")(_known_provider)
+
+    @model_validator(mode="after")
+    def _routes_name_upstreams(self) -> Settings:
+        if DEFAULT_UPSTREAM in self.upstreams:
+            raise ValueError(
+                f"upstreams.{DEFAULT_UPSTREAM}: that name is the top-level upstream "
+                "(openai_base_url); pick another"
+            )
+        for rule in self.routes:
+            if rule.upstream != DEFAULT_UPSTREAM and rule.upstream not in self.upstreams:
+                known = ", ".join([DEFAULT_UPSTREAM, *self.upstreams])
+                raise ValueError(
+                    f"route {rule.pattern!r} names upstream {rule.upstream!r}: "
+                    f"declare [upstreams.{rule.upstream}] (known: {known})"
+                )
+        return self
 
     @field_validator("record_redact", mode="before")
     @classmethod
@@ -129,15 +187,31 @@ class Settings(BaseModel):
         return value
 
     def rules(self) -> list[Rule]:
-        return [Rule(r.pattern, r.model) for r in self.routes]
+        return [Rule(r.pattern, r.model, r.upstream) for r in self.routes]
+
+    def endpoints(self) -> dict[str, UpstreamSettings]:
+        """Every upstream by name: the top-level one as `default`, then the declared ones."""
+        default = UpstreamSettings(
+            base_url=self.openai_base_url,
+            api_key=self.openai_api_key,
+            provider=self.provider,
+            mode=self.mode,
+            azure_api_version=self.azure_api_version,
+        )
+        return {DEFAULT_UPSTREAM: default, **self.upstreams}
 
     def public(self) -> dict[str, Any]:
         """The settings with secrets masked: for `config show`, logs and the dashboard."""
         data = self.model_dump(mode="json")
         for name in ("openai_api_key", "auth_token"):
-            secret = getattr(self, name)
-            data[name] = mask(secret.get_secret_value()) if secret else None
+            data[name] = _masked(getattr(self, name))
+        for name, upstream in self.upstreams.items():
+            data["upstreams"][name]["api_key"] = _masked(upstream.api_key)
         return data
+
+
+def _masked(secret: SecretStr | None) -> str | None:
+    return mask(secret.get_secret_value()) if secret else None
 
 
 def mask(secret: str) -> str:
@@ -180,7 +254,7 @@ def read_dotenv(path: Path) -> dict[str, str]:
 def _from_env(env: Mapping[str, str]) -> dict[str, Any]:
     found: dict[str, Any] = {}
     for name in Settings.model_fields:
-        if name == "routes":
+        if name in TOML_ONLY:
             continue
         for key in (f"{ENV_PREFIX}{name.upper()}", LEGACY_ENV.get(name)):
             if key and env.get(key, "") != "":
@@ -206,25 +280,37 @@ def load_settings(
             raise ConfigError(f"{path}: {exc}") from None
     elif config_path is not None:
         raise ConfigError(f"{path}: no such config file")
-    if dotenv_path is not None:
-        layers.append(_from_env(read_dotenv(dotenv_path)))
+    dotenv = read_dotenv(dotenv_path) if dotenv_path is not None else {}
+    layers.append(_from_env(dotenv))
     layers.append(_from_env(env))
     layers.append({k: v for k, v in (flags or {}).items() if v is not None})
     merged: dict[str, Any] = {}
     for layer in layers:
         merged.update(layer)
     try:
-        return Settings.model_validate(merged)
+        settings = Settings.model_validate(merged)
     except ValidationError as exc:
         error = exc.errors(include_url=False)[0]
-        where = ".".join(str(p) for p in error["loc"])
-        raise ConfigError(f"setting {where}: {error['msg']}") from None
+        where = "".join(f" {p}" if i == 0 else f".{p}" for i, p in enumerate(error["loc"]))
+        message = error["msg"].removeprefix("Value error, ")
+        raise ConfigError(f"setting{where}: {message}") from None
+    for name, upstream in settings.upstreams.items():
+        if upstream.api_key is None and upstream.api_key_env:
+            key = env.get(upstream.api_key_env) or dotenv.get(upstream.api_key_env)
+            if not key:
+                raise ConfigError(
+                    f"setting upstreams.{name}.api_key_env: {upstream.api_key_env} is not set"
+                )
+            upstream.api_key = SecretStr(key)
+    return settings
 
 
 def config_template(settings: Settings) -> str:
     """TOML for `config init`: the effective settings, secrets left out."""
     data = settings.model_dump(
-        mode="json", exclude_none=True, exclude={"openai_api_key", "auth_token"}
+        mode="json",
+        exclude_none=True,
+        exclude={"openai_api_key": True, "auth_token": True, "upstreams": {"__all__": {"api_key"}}},
     )
     header = (
         "# claude-bridge configuration. Environment variables and flags override these.\n"
@@ -243,11 +329,11 @@ def reference_markdown() -> str:
         env = f"`{ENV_PREFIX}{name.upper()}`"
         if name in LEGACY_ENV:
             env = f"`{LEGACY_ENV[name]}`, {env}"
-        if name == "routes":
+        if name in TOML_ONLY:
             env = "(TOML only)"
         default = field.get_default(call_default_factory=True)
         if isinstance(default, bool):
             default = str(default).lower()
-        shown = "unset" if default is None else f"`{default}`" if default != [] else "none"
+        shown = "unset" if default is None else f"`{default}`" if default else "none"
         rows.append(f"| `{name}` | {env} | {shown} | {field.description} |")
     return "\n".join(rows) + "\n"

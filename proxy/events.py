@@ -23,6 +23,8 @@ class Exchange:
     id: str
     route: str
     client_model: str = ""
+    upstream: str = ""
+    """The name of the upstream it was routed to (`default` unless a rule named another)."""
     upstream_model: str = ""
     stream: bool = False
     started: float = 0.0

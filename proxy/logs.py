@@ -236,6 +236,7 @@ def exchange_record(kind: str, exchange: Exchange) -> dict[str, Any]:
         return data
     data.update(
         client_model=exchange.client_model or None,
+        upstream=exchange.upstream or None,
         upstream_model=exchange.upstream_model or None,
         stream=exchange.stream,
     )

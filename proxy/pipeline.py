@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from typing import Any
@@ -17,23 +17,24 @@ import anyio
 from pydantic import ValidationError
 
 from . import logs
-from .config import Settings
+from .config import Settings, UpstreamSettings
 from .core import providers
 from .core.context import ReplyContext
 from .core.errors import BridgeError, UpstreamError
 from .core.ids import new_message_id
-from .core.request import OpenAIRequest, RequestOptions, translate_request
+from .core.passthrough import PassthroughStream, forward_body, message_from_upstream
+from .core.request import RequestOptions, translate_request
 from .core.response import translate_response
-from .core.routing import route
+from .core.routing import Route, route
 from .core.sse import SSEDecoder, SSEEvent, encode_event
-from .core.stream import StreamTranslator
+from .core.stream import EventSource, StreamTranslator
 from .core.tokens import Encoder, count_request_tokens
 from .core.validation import parse_body
 from .drain import Drain
 from .events import Bus, Exchange, delta_chars
 from .models.anthropic import CountTokensRequest, MessagesRequest
 from .models.openai import ChatCompletion
-from .upstream import Upstream
+from .upstream import Upstream, Upstreams
 
 log = logging.getLogger("claude_bridge.pipeline")
 
@@ -52,18 +53,23 @@ def rough_tokens(text: str) -> int:
     return len(text) // 4 + 1
 
 
-def request_options(settings: Settings, client_model: str) -> RequestOptions:
-    """How a request for `client_model` goes upstream: routed model, provider rules, switches.
-    `serve` and `translate` both ask here, so the offline translation is the served one."""
-    model = route(
+def routed(settings: Settings, client_model: str) -> Route:
+    """Which upstream and model a request for `client_model` goes to. `serve` and
+    `translate` both ask here, so the offline translation is the served one."""
+    return route(
         client_model,
         big_model=settings.big_model,
         small_model=settings.small_model,
         rules=settings.rules(),
     )
+
+
+def request_options(settings: Settings, endpoint: UpstreamSettings, model: str) -> RequestOptions:
+    """How a request for `model` goes to an OpenAI-mode `endpoint`: its provider's rules and
+    the switches."""
     return RequestOptions(
         model=model,
-        profile=providers.resolve(settings.provider, settings.openai_base_url, model),
+        profile=providers.resolve(endpoint.provider, endpoint.base_url, model),
         stream_usage=settings.stream_usage,
         reasoning_effort=settings.reasoning_effort,
         max_tokens_cap=settings.max_tokens_cap,
@@ -73,22 +79,26 @@ def request_options(settings: Settings, client_model: str) -> RequestOptions:
 @dataclass
 class Prepared:
     request: MessagesRequest
-    upstream: OpenAIRequest
-    ctx: ReplyContext
+    upstream: Upstream
+    body: dict[str, Any]
+    """What goes upstream: the translated request, or the client's with the routed model."""
+    headers: dict[str, str]
+    ctx: ReplyContext | None
+    """For translating the reply; None when the upstream's reply is passed through."""
 
 
 class Pipeline:
     def __init__(
         self,
         settings: Settings,
-        upstream: Upstream,
+        upstreams: Upstreams,
         bus: Bus,
         encoder: Callable[[], Encoder],
         clock: Callable[[], float] = time.monotonic,
         drain: Drain | None = None,
     ) -> None:
         self.settings = settings
-        self.upstream = upstream
+        self.upstreams = upstreams
         self.bus = bus
         self._encoder = encoder
         self.clock = clock
@@ -107,44 +117,63 @@ class Pipeline:
 
     # -- messages ------------------------------------------------------------------------
 
-    def prepare(self, raw: bytes, exchange: Exchange) -> Prepared:
+    def prepare(
+        self, raw: bytes, exchange: Exchange, client_headers: Mapping[str, str] | None = None
+    ) -> Prepared:
         if exchange.trace is not None:
             exchange.trace.client_body(raw)
         logs.log_body(log, "client request", raw)
         request = parse_body(raw, MessagesRequest)
-        options = request_options(self.settings, request.model)
-        exchange.client_model, exchange.upstream_model = request.model, options.model
+        to = routed(self.settings, request.model)
+        upstream = self.upstreams[to.upstream]
+        exchange.client_model, exchange.upstream_model = request.model, to.model
+        exchange.upstream = upstream.name
         exchange.stream = request.stream
-        upstream = translate_request(request, options)
-        logs.log_body(log, "upstream request", upstream.body)
-        if upstream.dropped:
-            log.debug(
-                "not sent upstream: %s",
-                ", ".join(upstream.dropped),
-                extra={"request_id": exchange.id},
+        options: RequestOptions | None = None
+        ctx: ReplyContext | None = None
+        if upstream.mode == "anthropic":
+            body = forward_body(raw, to.model)
+        else:
+            options = request_options(self.settings, upstream.config, to.model)
+            translated = translate_request(request, options)
+            body = translated.body
+            if translated.dropped:
+                log.debug(
+                    "not sent upstream: %s",
+                    ", ".join(translated.dropped),
+                    extra={"request_id": exchange.id},
+                )
+            exchange.notes.extend(translated.dropped)
+            ctx = ReplyContext(
+                model=request.model,
+                message_id=new_message_id(),
+                tool_names=translated.tool_names,
+                stop_sequences=tuple(request.stop_sequences or ()),
+                input_estimate=count_request_tokens(request, rough_tokens),
             )
-        exchange.notes.extend(upstream.dropped)
-        ctx = ReplyContext(
-            model=request.model,
-            message_id=new_message_id(),
-            tool_names=upstream.tool_names,
-            stop_sequences=tuple(request.stop_sequences or ()),
-            input_estimate=count_request_tokens(request, rough_tokens),
-        )
+        logs.log_body(log, "upstream request", body)
         log.debug(
-            "routed %s -> %s", request.model, options.model, extra={"request_id": exchange.id}
+            "routed %s -> %s %s",
+            request.model,
+            upstream.name,
+            to.model,
+            extra={"request_id": exchange.id},
         )
         self.bus.publish("routed", exchange)
         if exchange.trace is not None:
-            exchange.trace.prepared(options, ctx)
-        return Prepared(request, upstream, ctx)
+            exchange.trace.prepared(upstream.name, upstream.mode, options, ctx)
+        headers = upstream.request_headers(client_headers or {})
+        return Prepared(request, upstream, body, headers, ctx)
 
     async def complete(self, prepared: Prepared, exchange: Exchange) -> dict[str, Any]:
         async with self.drain.guard():
-            data = await self.upstream.complete(prepared.upstream.body)
+            data = await prepared.upstream.complete(prepared.body, prepared.headers)
         exchange.first_byte = self.clock()
-        message = message_from_completion(data, prepared.ctx)
-        self._account(exchange, message["usage"], message["stop_reason"])
+        if prepared.ctx is None:
+            message = message_from_upstream(data)
+        else:
+            message = message_from_completion(data, prepared.ctx)
+        _account(exchange, message.get("usage"), message.get("stop_reason"))
         if exchange.trace is not None:
             exchange.trace.client_message(message)
         return message
@@ -152,10 +181,16 @@ class Pipeline:
     async def open_stream(self, prepared: Prepared, exchange: Exchange) -> AsyncIterator[bytes]:
         """Open the upstream stream first, so a refusal still becomes a real HTTP error;
         then the Anthropic event stream, as bytes."""
+        upstream = prepared.upstream
         stack = AsyncExitStack()
         async with self.drain.guard():
-            response = await stack.enter_async_context(self.upstream.stream(prepared.upstream.body))
-        relay = self._relay(stack, self.upstream.chunks(response), prepared.ctx, exchange)
+            response = await stack.enter_async_context(
+                upstream.stream(prepared.body, prepared.headers)
+            )
+        source: EventSource = (
+            PassthroughStream() if prepared.ctx is None else StreamTranslator(prepared.ctx)
+        )
+        relay = self._relay(stack, upstream, upstream.chunks(response), source, exchange)
         if exchange.trace is not None:
             return exchange.trace.tap_client(relay)
         return relay
@@ -163,8 +198,9 @@ class Pipeline:
     async def _relay(
         self,
         stack: AsyncExitStack,
+        upstream: Upstream,
         chunks: AsyncIterator[bytes],
-        ctx: ReplyContext,
+        translator: EventSource,
         exchange: Exchange,
     ) -> AsyncIterator[bytes]:
         queue: asyncio.Queue[object] = asyncio.Queue(READ_AHEAD)
@@ -174,7 +210,6 @@ class Pipeline:
         # for good (under load the pool runs dry).
         stop_reading = anyio.CancelScope()
         reader = asyncio.create_task(_read_into(chunks, queue, stop_reading))
-        translator = StreamTranslator(ctx)
         decoder = SSEDecoder()
         interval = self.settings.ping_interval
         # An upstream that sends no complete event for this long has stalled, even if it
@@ -198,7 +233,7 @@ class Pipeline:
                     except TimeoutError:
                         if self.clock() - last_event >= idle:
                             item = UpstreamError(
-                                f"upstream {self.upstream.host} sent nothing usable for {idle:g} s",
+                                f"upstream {upstream.host} sent nothing usable for {idle:g} s",
                                 status=504,
                                 type="timeout_error",
                             )
@@ -227,7 +262,7 @@ class Pipeline:
                         last_event = self.clock()
                     if unframed > MAX_EVENT_BYTES:
                         error = UpstreamError(
-                            f"upstream {self.upstream.host} sent an event of more than "
+                            f"upstream {upstream.host} sent an event of more than "
                             f"{MAX_EVENT_BYTES} bytes"
                         )
                         events = translator.fail(error)
@@ -235,15 +270,8 @@ class Pipeline:
                         events = _feed(translator, decoded)
                 if events:
                     for event in events:
-                        if event["type"] == "content_block_delta":
-                            exchange.output_chars += delta_chars(event["delta"])
-                        elif event["type"] == "message_delta":
-                            self._account(exchange, event["usage"], event["delta"]["stop_reason"])
-                        elif event["type"] == "error":
-                            # Upstreams echo keys in their error texts.
-                            message = self.upstream.scrub(event["error"]["message"])
-                            event["error"]["message"] = message
-                            error = error or BridgeError(message, type=event["error"]["type"])
+                        failure = _observe(exchange, event, upstream)
+                        error = error or failure
                     yield _encode(events)
                     last_sent = self.clock()
             complete = error is None
@@ -270,12 +298,6 @@ class Pipeline:
         total = await asyncio.to_thread(count_request_tokens, request, encode)
         return {"input_tokens": total}
 
-    def _account(self, exchange: Exchange, usage: dict[str, Any], stop: str | None) -> None:
-        exchange.input_tokens = int(usage.get("input_tokens") or 0)
-        exchange.cached_tokens = int(usage.get("cache_read_input_tokens") or 0)
-        exchange.output_tokens = int(usage.get("output_tokens") or 0)
-        exchange.stop_reason = stop
-
 
 def message_from_completion(data: Any, ctx: ReplyContext) -> dict[str, Any]:
     """An upstream JSON answer -> the Anthropic message; `replay diff` re-runs it offline."""
@@ -287,7 +309,51 @@ def message_from_completion(data: Any, ctx: ReplyContext) -> dict[str, Any]:
     return translate_response(completion, ctx, output_estimate=text // 4)
 
 
-def _feed(translator: StreamTranslator, events: list[SSEEvent]) -> list[dict[str, Any]]:
+def _observe(exchange: Exchange, event: dict[str, Any], upstream: Upstream) -> BridgeError | None:
+    """Account one event sent to the client; the failure it reports, if it is an `error`.
+    Passed-through events are the upstream's, so no field is taken for granted."""
+    kind = event["type"]
+    if kind == "content_block_delta":
+        delta = event.get("delta")
+        if isinstance(delta, dict):
+            exchange.output_chars += delta_chars(delta)
+    elif kind == "message_start":
+        message = event.get("message")
+        if isinstance(message, dict):
+            _account(exchange, message.get("usage"))
+    elif kind == "message_delta":
+        delta = event.get("delta")
+        stop = delta.get("stop_reason") if isinstance(delta, dict) else None
+        _account(exchange, event.get("usage"), stop)
+    elif kind == "error" and isinstance(event.get("error"), dict):
+        detail = event["error"]
+        # Upstreams echo keys in their error texts.
+        message = upstream.scrub(str(detail.get("message") or "upstream error"))
+        detail["message"] = message
+        return BridgeError(message, type=str(detail.get("type") or "api_error"))
+    return None
+
+
+def _account(exchange: Exchange, usage: Any, stop: Any = None) -> None:
+    """Take the counts `usage` has (a `message_start` has the input, a pass-through upstream's
+    `message_delta` often only the output)."""
+    if isinstance(usage, dict):
+        for key, field in _USAGE_FIELDS:
+            value = usage.get(key)
+            if isinstance(value, int):
+                setattr(exchange, field, value)
+    if isinstance(stop, str):
+        exchange.stop_reason = stop
+
+
+_USAGE_FIELDS = (
+    ("input_tokens", "input_tokens"),
+    ("cache_read_input_tokens", "cached_tokens"),
+    ("output_tokens", "output_tokens"),
+)
+
+
+def _feed(translator: EventSource, events: list[SSEEvent]) -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = []
     for sse in events:
         if translator.done:

@@ -27,9 +27,10 @@ import httpx
 
 from .core.context import ReplyContext
 from .core.errors import BridgeError, from_upstream_response
+from .core.passthrough import PassthroughStream, forward_body, message_from_upstream
 from .core.request import OpenAIRequest, RequestOptions, translate_request
 from .core.sse import SSEDecoder
-from .core.stream import StreamTranslator, translate_sse
+from .core.stream import EventSource, StreamTranslator, run_sse
 from .core.tokens import count_request_tokens
 from .core.validation import parse_body
 from .journal.records import (
@@ -129,14 +130,26 @@ def _options(record: Record, request: MessagesRequest) -> RequestOptions:
     return RequestOptions(**{k: v for k, v in recorded.items() if k in known})
 
 
-def rerun_request(record: Record) -> tuple[MessagesRequest, OpenAIRequest] | BridgeError:
-    """The recorded client body through today's validation and `translate_request`."""
+@dataclass
+class Rerun:
+    body: dict[str, Any]
+    """The upstream request as it would go now."""
+    ctx: ReplyContext | None
+    """For translating the reply; None for a passed-through exchange."""
+
+
+def rerun_request(record: Record) -> Rerun | BridgeError:
+    """The recorded client body through today's validation and `translate_request` (or,
+    passed through, with the recorded model)."""
     raw = body_bytes(record.client.body, record.client.body_text)
     try:
         request = parse_body(raw, MessagesRequest)
-        return request, translate_request(request, _options(record, request))
+        if record.routing.mode == "anthropic":
+            return Rerun(forward_body(raw, record.routing.upstream_model or request.model), None)
+        translated = translate_request(request, _options(record, request))
     except BridgeError as error:
         return error
+    return Rerun(translated.body, reply_context(record, request, translated))
 
 
 def reply_context(
@@ -153,7 +166,7 @@ def reply_context(
     )
 
 
-def rerun_reply(record: Record, ctx: ReplyContext) -> Any:
+def rerun_reply(record: Record, ctx: ReplyContext | None) -> Any:
     """What the client would now get for the recorded upstream answer: a JSON body, or the
     list of stream events. None when the recording cannot tell (no upstream answer)."""
     upstream = record.upstream
@@ -166,10 +179,13 @@ def rerun_reply(record: Record, ctx: ReplyContext) -> Any:
         )
     if response.chunks is not None:
         chunks = decoded_chunks(response.headers, [chunk_data(c) for c in response.chunks])
+        source: EventSource = PassthroughStream() if ctx is None else StreamTranslator(ctx)
         if upstream.error and not upstream.complete:
-            return _failed_stream(chunks, ctx, _recorded_error(record))
-        return translate_sse(chunks, ctx)
+            return _failed_stream(chunks, source, _recorded_error(record))
+        return run_sse(source, chunks)
     try:
+        if ctx is None:
+            return message_from_upstream(response.body)
         return message_from_completion(response.body, ctx)
     except BridgeError as error:
         return error.body(record.request_id)
@@ -192,15 +208,14 @@ def _recorded_error(record: Record) -> BridgeError:
     return BridgeError(f"upstream connection failed: {record.upstream and record.upstream.error}")
 
 
-def _failed_stream(chunks: list[bytes], ctx: ReplyContext, error: BridgeError) -> list[Any]:
+def _failed_stream(chunks: list[bytes], source: EventSource, error: BridgeError) -> list[Any]:
     """Like the pipeline's relay when the upstream breaks: what the chunks gave, then `fail`."""
     decoder = SSEDecoder()
-    translator = StreamTranslator(ctx)
-    out = translator.start()
+    out = source.start()
     for chunk in chunks:
         for event in decoder.decode(chunk):
-            out += translator.feed_data(event.data)
-    out += translator.fail(error)
+            out += source.feed_data(event.data)
+    out += source.fail(error)
     return out
 
 
@@ -231,9 +246,8 @@ def diff_record(record: Record) -> DiffResult:
         )
         reply_part = _reply_part(record, rerun.body(record.request_id))
         return DiffResult(record, request_part, reply_part)
-    request, translated = rerun
     request_part = _compare(
-        "upstream request", _lines(recorded_request), _lines(_elided(translated.body))
+        "upstream request", _lines(recorded_request), _lines(_elided(rerun.body))
     )
     if upstream is None:
         if record.reply is not None and record.status and record.status >= 400:
@@ -248,8 +262,7 @@ def diff_record(record: Record) -> DiffResult:
     if upstream.response is None:
         note = f"the upstream was not reached ({upstream.error})"
         return DiffResult(record, request_part, Part("reply", "skipped", note=note))
-    ctx = reply_context(record, request, translated)
-    return DiffResult(record, request_part, _reply_part(record, rerun_reply(record, ctx)))
+    return DiffResult(record, request_part, _reply_part(record, rerun_reply(record, rerun.ctx)))
 
 
 def _refusal(record: Record) -> str:

@@ -7,16 +7,17 @@ import json
 import logging
 import random
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from typing import Any
 
 import anyio
 import httpx
 
-from .config import Settings, mask
+from .config import Settings, UpstreamSettings, mask
 from .core import providers
 from .core.errors import InvalidRequest, UpstreamError, from_upstream_response
+from .core.routing import DEFAULT_UPSTREAM
 
 log = logging.getLogger("claude_bridge.upstream")
 
@@ -32,20 +33,18 @@ MAX_RETRY_AFTER = 10.0
 _SURROGATE = re.compile("[\ud800-\udfff]")
 
 
-class Upstream:
+ANTHROPIC_VERSION = "2023-06-01"
+# What a pass-through upstream hears of the client's headers: the API version and betas it
+# asked for. Its key and anything else stay here.
+FORWARDED_HEADERS = ("anthropic-version", "anthropic-beta")
+
+
+class Upstreams:
+    """Every configured upstream by name, all over one pooled client."""
+
     def __init__(self, settings: Settings, transport: httpx.AsyncBaseTransport | None = None):
-        self.base_url = settings.openai_base_url.rstrip("/")
-        # Named in error messages and logs: never with the URL's `user:password@`.
-        self.host = providers.host_of(self.base_url) or "upstream"
-        profile = providers.resolve(settings.provider, self.base_url, "")
-        self.retries = settings.retries
-        self.retry_backoff = settings.retry_backoff
-        self.body_timeout = settings.read_timeout
-        headers = {"content-type": "application/json", "accept": "application/json"}
-        self._key = settings.openai_api_key.get_secret_value() if settings.openai_api_key else ""
-        headers.update(providers.auth_headers(profile, self._key))
         self._client = httpx.AsyncClient(
-            headers=headers,
+            headers={"content-type": "application/json", "accept": "application/json"},
             timeout=httpx.Timeout(settings.read_timeout, connect=settings.connect_timeout),
             limits=httpx.Limits(
                 max_connections=settings.max_connections,
@@ -53,16 +52,64 @@ class Upstream:
             ),
             transport=transport,
         )
-        self.url = providers.chat_completions_url(
-            self.base_url, profile, settings.azure_api_version
-        )
+        self.named = {
+            name: Upstream(name, config, settings, self._client)
+            for name, config in settings.endpoints().items()
+        }
+        self.default = self.named[DEFAULT_UPSTREAM]
+
+    def __getitem__(self, name: str) -> Upstream:
+        return self.named[name]
 
     async def aclose(self) -> None:
         await self._client.aclose()
 
-    async def complete(self, body: dict[str, Any]) -> Any:
+
+class Upstream:
+    """One named upstream: where its requests go, with which key, in which mode."""
+
+    def __init__(
+        self, name: str, config: UpstreamSettings, settings: Settings, client: httpx.AsyncClient
+    ):
+        self.name = name
+        self.config = config
+        self.mode = config.mode
+        self.provider = config.provider
+        self.base_url = config.base_url.rstrip("/")
+        # Named in error messages and logs: never with the URL's `user:password@`.
+        self.host = providers.host_of(self.base_url) or "upstream"
+        self.retries = settings.retries
+        self.retry_backoff = settings.retry_backoff
+        self.body_timeout = settings.read_timeout
+        self._key = config.api_key.get_secret_value() if config.api_key else ""
+        self._client = client
+        if self.mode == "anthropic":
+            self.url = providers.messages_url(self.base_url)
+            self._headers = {
+                "anthropic-version": ANTHROPIC_VERSION,
+                **providers.anthropic_headers(self.host, self._key),
+            }
+        else:
+            profile = self.profile("")
+            self.url = providers.chat_completions_url(
+                self.base_url, profile, config.azure_api_version
+            )
+            self._headers = providers.auth_headers(profile, self._key)
+
+    def profile(self, model: str) -> providers.Profile:
+        """The rules for `model` served here (OpenAI mode)."""
+        return providers.resolve(self.provider, self.base_url, model)
+
+    def request_headers(self, client_headers: Mapping[str, str]) -> dict[str, str]:
+        """Headers for one request: this upstream's, plus what pass-through forwards."""
+        if self.mode != "anthropic":
+            return self._headers
+        forwarded = {k: client_headers[k] for k in FORWARDED_HEADERS if k in client_headers}
+        return {**self._headers, **forwarded}
+
+    async def complete(self, body: dict[str, Any], headers: dict[str, str]) -> Any:
         """POST a non-streaming request; the parsed JSON of a 2xx answer."""
-        response = await self._open(body)
+        response = await self._open(body, headers)
         try:
             content = await self._read_body(response)
         finally:
@@ -78,20 +125,22 @@ class Upstream:
             ) from None
 
     @asynccontextmanager
-    async def stream(self, body: dict[str, Any]) -> AsyncIterator[httpx.Response]:
+    async def stream(
+        self, body: dict[str, Any], headers: dict[str, str]
+    ) -> AsyncIterator[httpx.Response]:
         """Open a streaming request; raises before yielding when the upstream answered non-2xx,
         so the caller can still send a real HTTP error status. Closing the context closes the
         upstream connection, which is how a client disconnect cancels the upstream work."""
-        response = await self._open(body)
+        response = await self._open(body, headers)
         try:
             yield response
         finally:
             await response.aclose()
 
-    async def _open(self, body: dict[str, Any]) -> httpx.Response:
+    async def _open(self, body: dict[str, Any], headers: dict[str, str]) -> httpx.Response:
         """Send `body`; the response once its status is 2xx, else the mapped Anthropic error
         (the response closed)."""
-        response = await self._send(_dumps(body))
+        response = await self._send(_dumps(body), headers)
         if response.status_code < 300:
             return response
         try:
@@ -114,7 +163,7 @@ class Upstream:
         """`text` without the upstream key, for messages an upstream may echo it in."""
         return text.replace(self._key, mask(self._key)) if self._key else text
 
-    async def _send(self, content: bytes) -> httpx.Response:
+    async def _send(self, content: bytes, headers: dict[str, str]) -> httpx.Response:
         """POST `content`, the response streamed (the caller reads and closes it).
 
         Connection failures (refused, DNS) and 502/503 answers are sent again, up to `retries`
@@ -122,7 +171,7 @@ class Upstream:
         relayed. Timeouts and every other status are the caller's."""
         attempt = 0
         while True:
-            request = self._client.build_request("POST", self.url, content=content)
+            request = self._client.build_request("POST", self.url, content=content, headers=headers)
             try:
                 response = await self._client.send(request, stream=True)
             except httpx.ConnectError as exc:

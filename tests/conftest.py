@@ -72,7 +72,8 @@ class Bridge:
             raise RuntimeError("the bridge's server thread did not stop")
 
 
-def start_bridge(settings: Settings) -> Bridge:
+def start_bridge(settings: Settings, app: Any = None, graceful: float = 2.0) -> Bridge:
+    """`app` (default: `create_app(settings)`) on uvicorn on 127.0.0.1 in a thread."""
     # Explicitly TCP: asyncio sets TCP_NODELAY only on sockets whose proto says so, as
     # `uvicorn.run(host=..., port=...)` gets them. Without it every answer waits ~40 ms on
     # Nagle and delayed ACKs.
@@ -80,12 +81,12 @@ def start_bridge(settings: Settings) -> Bridge:
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
     config = uvicorn.Config(
-        create_app(settings),
+        create_app(settings) if app is None else app,
         log_config=None,
         log_level="warning",
         access_log=False,
         lifespan="on",
-        timeout_graceful_shutdown=2,
+        timeout_graceful_shutdown=graceful,
     )
     server = uvicorn.Server(config)
     thread = threading.Thread(

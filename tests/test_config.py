@@ -164,7 +164,14 @@ def test_mask() -> None:
         ('port = "many"\n', "setting port: "),
         ("port = 70000\n", "setting port: "),
         ('unknown_setting = "x"\n', "setting unknown_setting: "),
-        ('[[routes]]\npattern = "x"\n', "setting routes.0.model: "),
+        ('[[routes]]\nmodel = "x"\n', "setting routes.0.pattern: "),
+        (
+            '[[routes]]\npattern = "x"\nupstream = "nope"\n',
+            "setting: route 'x' names upstream 'nope': declare [upstreams.nope] (known: default)",
+        ),
+        ('[upstreams.default]\nbase_url = "http://x"\n', "that name is the top-level upstream"),
+        ('[upstreams.a]\nbase_url = "http://x"\nmode = "grpc"\n', "setting upstreams.a.mode: "),
+        ('[upstreams.a]\nbase_url = "http://x"\nprovider = "x"\n', "unknown provider 'x'"),
     ],
 )
 def test_bad_config_files(files: tuple[Path, Path], toml: str, message: str) -> None:

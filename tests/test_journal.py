@@ -232,7 +232,10 @@ def _traced_exchange(clock: Clock, body: dict[str, Any]) -> tuple[Trace, Exchang
     )
     trace.client_body(json.dumps(body).encode())
     trace.prepared(
-        RequestOptions(model="big"), ReplyContext(model="claude-sonnet-4-6", message_id="msg_1")
+        "default",
+        "openai",
+        RequestOptions(model="big"),
+        ReplyContext(model="claude-sonnet-4-6", message_id="msg_1"),
     )
     clock.advance(5)
     trace.upstream_request(

@@ -14,9 +14,7 @@ import base64
 import gzip
 import json
 import os
-import socket
 import threading
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,8 +24,15 @@ import anthropic
 import httpx
 import pytest
 import typer
-import uvicorn
-from conftest import BIG_MODEL, CLIENT_KEY, SMALL_MODEL, UPSTREAM_KEY, Bridge, bridge_settings
+from conftest import (
+    BIG_MODEL,
+    CLIENT_KEY,
+    SMALL_MODEL,
+    UPSTREAM_KEY,
+    Bridge,
+    bridge_settings,
+    start_bridge,
+)
 from typer.testing import CliRunner
 from upstream import (
     DONE,
@@ -213,39 +218,13 @@ def run_session(client: anthropic.Anthropic, upstream: FakeUpstream | None) -> l
 # -- servers -------------------------------------------------------------------------------
 
 
-def serve(app: Any, settings: Settings, graceful: float = 2.0) -> Bridge:
-    """`app` on uvicorn on 127.0.0.1, like conftest's bridge but with a recorder or a replay."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    config = uvicorn.Config(
-        app,
-        log_config=None,
-        log_level="warning",
-        access_log=False,
-        lifespan="on",
-        timeout_graceful_shutdown=graceful,
-    )
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    bridge = Bridge(f"http://127.0.0.1:{port}", settings, server, thread, sock)
-    deadline = time.monotonic() + 10
-    while not server.started:
-        if not thread.is_alive() or time.monotonic() > deadline:
-            bridge.stop()
-            raise RuntimeError("the bridge did not start")
-        time.sleep(0.005)
-    return bridge
-
-
 def sdk(bridge: Bridge) -> anthropic.Anthropic:
     return anthropic.Anthropic(base_url=bridge.url, api_key=CLIENT_KEY, max_retries=0, timeout=20)
 
 
 def recording_bridge(settings: Settings, **options: Any) -> tuple[Bridge, Recorder]:
     recorder = Recorder.from_settings(settings)
-    return serve(create_app(settings, recorder=recorder, **options), settings), recorder
+    return start_bridge(settings, create_app(settings, recorder=recorder, **options)), recorder
 
 
 def assert_no_key(directory: Path) -> None:
@@ -641,7 +620,9 @@ def test_an_unrecorded_request_is_a_clear_miss_or_forwarded(
     recorded: Recorded, upstream: FakeUpstream
 ) -> None:
     settings = bridge_settings("http://127.0.0.1:9/v1", big_model=None)
-    bridge = serve(create_app(settings, transport=ReplayTransport(recorded.records)), settings)
+    bridge = start_bridge(
+        settings, create_app(settings, transport=ReplayTransport(recorded.records))
+    )
     try:
         with sdk(bridge) as client:
             missed = _message(client, messages=[{"role": "user", "content": "never asked"}])
@@ -659,7 +640,7 @@ def test_an_unrecorded_request_is_a_clear_miss_or_forwarded(
     upstream.reply(JSONReply(completion("from the live upstream")))
     settings = bridge_settings(upstream.base_url)
     forward = ReplayTransport(recorded.records, miss="forward", forward=httpx.AsyncHTTPTransport())
-    bridge = serve(create_app(settings, transport=forward), settings)
+    bridge = start_bridge(settings, create_app(settings, transport=forward))
     try:
         with sdk(bridge) as client:
             live = _message(client, messages=[{"role": "user", "content": "never asked"}])
@@ -735,7 +716,7 @@ def test_a_stream_in_flight_at_shutdown_is_written_incomplete(
     )
     settings = bridge_settings(upstream.base_url, record_dir=str(tmp_path))
     recorder = Recorder.from_settings(settings)
-    bridge = serve(create_app(settings, recorder=recorder), settings, graceful=0.1)
+    bridge = start_bridge(settings, create_app(settings, recorder=recorder), graceful=0.1)
     first_event = threading.Event()
 
     def read() -> None:
@@ -791,7 +772,7 @@ def test_retried_upstream_tries_are_kept_and_replayed(
     assert len(record.upstream.retries) == 1 and "answered 503" in record.upstream.retries[0]
     assert not diff_record(record).differs
     replayed = bridge_settings(upstream.base_url, openai_api_key=None)
-    bridge = serve(create_app(replayed, transport=ReplayTransport([record])), replayed)
+    bridge = start_bridge(replayed, create_app(replayed, transport=ReplayTransport([record])))
     try:
         with sdk(bridge) as client:
             assert _message(client, messages=HI) == first

@@ -11,6 +11,7 @@ import typer
 from claude_bridge.proxy.core.context import ReplyContext
 from claude_bridge.proxy.core.errors import InvalidRequest
 from claude_bridge.proxy.core.ids import ToolNames, new_message_id
+from claude_bridge.proxy.core.passthrough import forward_body
 from claude_bridge.proxy.core.request import translate_request
 from claude_bridge.proxy.core.response import translate_response
 from claude_bridge.proxy.core.sse import encode_event
@@ -18,7 +19,7 @@ from claude_bridge.proxy.core.stream import translate_sse
 from claude_bridge.proxy.core.validation import parse_body
 from claude_bridge.proxy.models.anthropic import MessagesRequest
 from claude_bridge.proxy.models.openai import ChatCompletion
-from claude_bridge.proxy.pipeline import request_options
+from claude_bridge.proxy.pipeline import request_options, routed
 
 from ..inputs import FILE_ARGUMENT, read_input, write_json
 from .settings import CONFIG_OPTION, settings_from
@@ -56,8 +57,14 @@ def translate(
     data = read_input(file)
     if not (response or stream):
         request = parse_body(data, MessagesRequest)
-        options = request_options(settings, request.model)
-        write_json(translate_request(request, options).body)
+        to = routed(settings, request.model)
+        endpoint = settings.endpoints()[to.upstream]
+        if endpoint.mode == "anthropic":
+            write_json(forward_body(data, to.model))
+        else:
+            write_json(
+                translate_request(request, request_options(settings, endpoint, to.model)).body
+            )
         return
     ctx = _context(request_file)
     if stream:

@@ -361,3 +361,25 @@ def auth_headers(profile: Profile, api_key: str | None) -> dict[str, str]:
     if profile.auth_header == "api-key":
         return {"api-key": api_key}
     return {"authorization": f"Bearer {api_key}"}
+
+
+def messages_url(base_url: str) -> str:
+    """Anthropic's `/v1/messages` under a pass-through upstream's base URL, which may or may
+    not end in `/v1` (`http://localhost:8080`, `https://openrouter.ai/api/v1`,
+    `https://api.deepseek.com/anthropic`); the query is kept."""
+    base, sep, query = base_url.partition("?")
+    base = base.rstrip("/")
+    path = "/messages" if base.endswith("/v1") else "/v1/messages"
+    return base + path + sep + query
+
+
+def anthropic_headers(host: str, api_key: str | None) -> dict[str, str]:
+    """Auth for a pass-through upstream: `x-api-key`, and the same key as a Bearer token for
+    the servers that read only that (llama.cpp's `--api-key`, OpenRouter, DeepSeek); Anthropic
+    itself takes `x-api-key` alone."""
+    if not api_key:
+        return {}
+    headers = {"x-api-key": api_key}
+    if not _host_matches(_split_port(host)[0], "anthropic.com"):
+        headers["authorization"] = f"Bearer {api_key}"
+    return headers

@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, Protocol
 
 from .context import ReplyContext
 from .errors import BridgeError, UpstreamError, from_stream_error
@@ -585,15 +585,30 @@ def _text(value: Any) -> str:
     return value if isinstance(value, str) else ""
 
 
-def translate_sse(body: bytes | Iterable[bytes], ctx: ReplyContext) -> list[Event]:
-    """A whole upstream SSE body (or its chunks) -> the Anthropic events, as `serve` sends them."""
+class EventSource(Protocol):
+    """What turns upstream SSE `data` into the client's events: `StreamTranslator`, or
+    `passthrough.PassthroughStream` for upstreams that speak Anthropic already."""
+
+    @property
+    def done(self) -> bool: ...
+    def start(self) -> list[Event]: ...
+    def feed_data(self, data: str) -> list[Event]: ...
+    def finish(self) -> list[Event]: ...
+    def fail(self, error: BridgeError) -> list[Event]: ...
+
+
+def run_sse(source: EventSource, body: bytes | Iterable[bytes]) -> list[Event]:
+    """A whole upstream SSE body (or its chunks) -> the client's events, as `serve` sends them."""
     decoder = SSEDecoder()
-    translator = StreamTranslator(ctx)
-    out = translator.start()
+    out = source.start()
     for chunk in (body,) if isinstance(body, (bytes, bytearray)) else body:
         for event in decoder.decode(chunk):
-            out += translator.feed_data(event.data)
+            out += source.feed_data(event.data)
     for event in decoder.flush():
-        out += translator.feed_data(event.data)
-    out += translator.finish()
+        out += source.feed_data(event.data)
+    out += source.finish()
     return out
+
+
+def translate_sse(body: bytes | Iterable[bytes], ctx: ReplyContext) -> list[Event]:
+    return run_sse(StreamTranslator(ctx), body)

@@ -74,6 +74,10 @@ class ClientRequest(_Model):
 
 class Routing(_Model):
     client_model: str = ""
+    upstream: str | None = None
+    """The name of the upstream (recordings before several upstreams: none)."""
+    mode: str = "openai"
+    """`anthropic`: the request and reply were passed through, not translated."""
     upstream_model: str = ""
     stream: bool = False
     options: dict[str, Any] | None = None

@@ -46,6 +46,8 @@ class Trace:
         self.path = ""
         self.client_headers: list[tuple[str, str]] = []
         self.client_raw: bytes | None = None
+        self.upstream_name: str | None = None
+        self.mode = "openai"
         self.options: dict[str, Any] | None = None
         self.message_id: str | None = None
         self.upstream: UpstreamTrace | None = None
@@ -70,9 +72,12 @@ class Trace:
     def client_body(self, raw: bytes) -> None:
         self.client_raw = raw
 
-    def prepared(self, options: RequestOptions, ctx: ReplyContext) -> None:
-        self.options = asdict(options)
-        self.message_id = ctx.message_id
+    def prepared(
+        self, upstream: str, mode: str, options: RequestOptions | None, ctx: ReplyContext | None
+    ) -> None:
+        self.upstream_name, self.mode = upstream, mode
+        self.options = asdict(options) if options is not None else None
+        self.message_id = ctx.message_id if ctx is not None else None
 
     def client_message(self, message: dict[str, Any]) -> None:
         self.client_first_byte_ms = self.ms()

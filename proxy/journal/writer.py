@@ -135,6 +135,8 @@ def build_record(
         client=client,
         routing=Routing(
             client_model=exchange.client_model,
+            upstream=trace.upstream_name,
+            mode=trace.mode,
             upstream_model=exchange.upstream_model,
             stream=exchange.stream,
             options=trace.options,
