@@ -34,9 +34,11 @@ SCRIPTED = "scripted"
 GEMMA = "gemma-3-270m"
 # Claude Code's first request is about 12k tokens: this context cannot hold it.
 SMALL_CONTEXT = 4096
-# claude-bridge's rules for llama-server (what its default port 8080 selects), and the generic
-# translation that any undetected upstream gets: the servers here listen on other ports.
-PROVIDERS = ("llamacpp", "generic")
+# claude-bridge's rules for llama-server (what its default port 8080 selects), the generic
+# translation that any undetected upstream gets (the servers here listen on other ports), and
+# pass-through to llama-server's own Anthropic `/v1/messages` (`mode = "anthropic"`).
+PASSTHROUGH = "anthropic"
+PROVIDERS = ("llamacpp", "generic", PASSTHROUGH)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -124,6 +126,11 @@ class Bridge:
     back: Recorder  # OpenAI side: what claude-bridge sent upstream and what it got
     process: Process
     upstream: str  # llama-server's own URL, for the differential tests
+    passthrough: bool = False  # `mode = "anthropic"`: llama-server's /v1/messages gets it as is
+
+    @property
+    def upstream_path(self) -> str:
+        return "/v1/messages" if self.passthrough else "/v1/chat/completions"
 
     def logs(self) -> str:
         return f"--- claude-bridge log ---\n{tail(self.process.log, 60)}"
@@ -146,11 +153,14 @@ def _bridge(workdir: Path, llama: Process, name: str, provider: str,
     env = {
         **_base_env(home),
         "CLAUDE_BRIDGE_HOME": str(home / ".claude-bridge"),
-        "OPENAI_BASE_URL": f"{back.url}/v1",
         "OPENAI_API_KEY": "sk-realstack-not-a-key",
         "BIG_MODEL": name,
         "SMALL_MODEL": name,
-        "CLAUDE_BRIDGE_PROVIDER": provider,
+        **(
+            {"OPENAI_BASE_URL": back.url, "CLAUDE_BRIDGE_MODE": PASSTHROUGH}
+            if provider == PASSTHROUGH
+            else {"OPENAI_BASE_URL": f"{back.url}/v1", "CLAUDE_BRIDGE_PROVIDER": provider}
+        ),
         "CLAUDE_BRIDGE_LOG_LEVEL": "debug",
         "PYTHONUNBUFFERED": "1",
     }
@@ -164,7 +174,7 @@ def _bridge(workdir: Path, llama: Process, name: str, provider: str,
     try:
         process.wait_ready("/", SERVER_START_TIMEOUT)
         front = Recorder(process.url)
-        yield Bridge(front.url, front, back, process, upstream)
+        yield Bridge(front.url, front, back, process, upstream, provider == PASSTHROUGH)
     finally:
         process.stop()
         back.close()

@@ -66,7 +66,7 @@ CHAT_TEMPLATE = """\
 {%- endif -%}
 {%- endmacro -%}
 {%- if not tools is defined or tools is none -%}{%- set tools = [] -%}{%- endif -%}
-{%- set ns = namespace(system='', last_text='') -%}
+{%- set ns = namespace(system='', last_text='', last_role='') -%}
 {%- for message in messages if message.role == 'system' -%}
 {%- set ns.system = ns.system + render_content(message.content) + '\\n' -%}
 {%- endfor -%}
@@ -111,10 +111,12 @@ CHAT_TEMPLATE = """\
 {%- endif -%}
 {%- endfor -%}
 {%- if add_generation_prompt -%}
-{%- set last = messages[-1] -%}
-{%- set ns.last_text = render_content(last.content) -%}
+{%- for message in messages if message.role != 'system' -%}
+{%- set ns.last_role = message.role -%}
+{%- set ns.last_text = render_content(message.content) -%}
+{%- endfor -%}
 {{- '<|im_start|>assistant\\n' -}}
-{%- if last.role == 'tool' -%}{{- @AFTER_TOOL_PROMPT@ -}}
+{%- if ns.last_role == 'tool' -%}{{- @AFTER_TOOL_PROMPT@ -}}
 {%- elif tools | length > 0 and @TOOL_TRIGGER@ in ns.last_text -%}{{- @TOOL_PROMPT@ -}}
 {%- else -%}{{- @PLAIN_PROMPT@ -}}
 {%- endif -%}

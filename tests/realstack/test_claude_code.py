@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from . import build
-from .conftest import Bridge, Claude, ClaudeRun
+from .conftest import SCRIPTED, Bridge, Claude, ClaudeRun
 from .scripted_model import TOOL_COMMAND, TOOL_MARKER, TOOL_TRIGGER
 from .support import parse_sse, stream_problems
 
@@ -76,7 +76,7 @@ def test_text_answer(claude: Claude) -> None:
     assert_streams_clean(run)
     assert run.upstream, "claude-bridge sent nothing upstream"
     for exchange in run.upstream:
-        assert exchange.path.startswith("/v1/chat/completions"), exchange.describe()
+        assert exchange.path.startswith(claude.bridge.upstream_path), exchange.describe()
         assert exchange.status == 200, exchange.describe()
 
 
@@ -140,9 +140,21 @@ def test_tool_result_goes_back_in_the_second_request(tool_loop: ClaudeRun) -> No
     assert TOOL_MARKER in result_text(result)
 
 
-def test_tool_result_reaches_the_upstream(tool_loop: ClaudeRun) -> None:
+def test_tool_result_reaches_the_upstream(claude_module: Claude, tool_loop: ClaudeRun) -> None:
     """OpenAI side, as recorded between claude-bridge and llama-server: the assistant turn's
-    tool call and the tool message answering it, with matching ids."""
+    tool call and the tool message answering it, with matching ids. Passed through: each
+    upstream request is one Claude Code sent, byte for byte but the model."""
+    if claude_module.bridge.passthrough:
+        sent = [e.request_json() for e in tool_loop.messages_calls()]
+        for exchange in tool_loop.upstream:
+            forwarded = exchange.request_json()
+            assert forwarded["model"] == SCRIPTED, exchange.describe()
+            assert any(forwarded == {**body, "model": SCRIPTED} for body in sent), (
+                exchange.describe()
+            )
+        upstream_messages = [m for e in tool_loop.upstream for m in e.request_json()["messages"]]
+        assert any(tool_results(m) for m in upstream_messages), tool_loop.report()
+        return
     with_tool = [
         e for e in tool_loop.upstream
         if any(m.get("role") == "tool" for m in e.request_json().get("messages", []))
