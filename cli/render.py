@@ -50,7 +50,7 @@ class ServerInfo:
         public = settings.public()
         return cls(
             listen=f"{public['host']}:{public['port']}",
-            upstream=upstream_label(str(public["openai_base_url"])),
+            upstream=upstreams_label(settings),
             big_model=public["big_model"],
             small_model=public["small_model"],
             version=version,
@@ -96,6 +96,23 @@ class View:
 
 
 # -- small formatters ---------------------------------------------------------------------
+
+
+def upstreams_label(settings: Settings) -> str:
+    """The default upstream, its mode when it is passed through to, and the other names."""
+    label = upstream_label(settings.openai_base_url)
+    if settings.mode == "anthropic":
+        label += " (anthropic)"
+    if settings.upstreams:
+        label += " + " + ", ".join(settings.upstreams)
+    return label
+
+
+def routed_to(upstream: str | None, model: str) -> str:
+    """`model`, prefixed with the upstream's name when a routing rule picked another one."""
+    if upstream in (None, "", DEFAULT_UPSTREAM):
+        return model
+    return f"{upstream}:{model}" if model else str(upstream)
 
 
 def upstream_label(url: str) -> str:
@@ -158,9 +175,9 @@ def models(exchange: Exchange) -> str:
     upstream = exchange.upstream_model
     if not client:
         return "…" if exchange.finished is None else "-"
-    target = "" if upstream in ("", client, exchange.client_model) else upstream
-    if exchange.upstream not in ("", DEFAULT_UPSTREAM):  # a routing rule picked another upstream
-        target = f"{exchange.upstream}:{target}" if target else exchange.upstream
+    target = routed_to(
+        exchange.upstream, "" if upstream in (client, exchange.client_model) else upstream
+    )
     return f"{client} → {target}" if target else client
 
 

@@ -296,13 +296,14 @@ def diff_records(
 
 # -- server replay -------------------------------------------------------------------------
 
-_VOLATILE_FIELDS = ("user",)
+# Claude Code puts a session id in `user` (translated) and `metadata.user_id` (passed through).
+_VOLATILE_FIELDS = ("user", "metadata")
 _DROPPED_HEADERS = {"content-length", "transfer-encoding", "connection", "keep-alive"}
 
 
 def canonical_upstream(body: Any) -> Any:
-    """The upstream request with what changes from run to run taken out: `user` (Claude Code
-    puts a session id in it), base64 payloads (a journal may have elided them), and tool call
+    """The upstream request with what changes from run to run taken out: `user` and
+    `metadata` (a session id), base64 payloads (a journal may have elided them), and tool call
     ids (some are derived from random message ids), numbered in order of appearance instead."""
     if not isinstance(body, dict):
         return body

@@ -18,7 +18,7 @@ from typer.testing import CliRunner
 from upstream import FakeUpstream, JSONReply, SSEReply, completion, text_stream
 
 from claude_bridge.cli.main import app as cli_app
-from claude_bridge.cli.render import models
+from claude_bridge.cli.render import models, upstreams_label
 from claude_bridge.proxy.app import create_app
 from claude_bridge.proxy.config import ConfigError, load_settings
 from claude_bridge.proxy.events import Bus, Exchange
@@ -245,3 +245,10 @@ def test_translate_follows_the_routes(tmp_path: Path) -> None:
     assert haiku["model"] == "qwen3" and haiku["messages"] == [{"role": "user", "content": "Hi"}]
     sonnet = translated("claude-sonnet-4-6")  # the default upstream: OpenRouter's rules
     assert sonnet["model"] == "anthropic/claude-sonnet-4.5" and "user" in sonnet
+
+
+def test_the_dashboard_header_names_every_upstream(routed_bridge: Bridge) -> None:
+    settings = routed_bridge.settings.model_copy(update={"mode": "anthropic"})
+    label = upstreams_label(settings)
+    assert label.endswith(" (anthropic) + local, native")
+    assert label.startswith("127.0.0.1:")

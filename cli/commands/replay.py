@@ -43,6 +43,7 @@ from claude_bridge.proxy.replay import (
 )
 
 from ..console import stderr, stdout
+from ..render import routed_to
 from .settings import CONFIG_OPTION, settings_from
 
 PROGRESS_OVER = 20
@@ -146,7 +147,8 @@ def list_table(records: list[Record]) -> Table:
         )
     for record in records:
         started = datetime.fromtimestamp(record.timings.started_at)
-        model = f"{_client_model(record)} → {record.routing.upstream_model or '-'}"
+        upstream = routed_to(record.routing.upstream, record.routing.upstream_model or "-")
+        model = f"{_client_model(record)} → {upstream}"
         if record.routing.stream:
             model += " ⇶"
         took = record.timings.end_ms
@@ -244,8 +246,10 @@ def show_exchange(record: Record) -> Iterator[RenderableType]:
         f"{_ms(t.client_first_byte_ms)} · total {_ms(t.end_ms)}"
     )
     routing = record.routing
-    route = Text(f"{routing.client_model or '-'} → {routing.upstream_model or '-'}", style="bold")
+    upstream = routed_to(routing.upstream, routing.upstream_model or "-")
+    route = Text(f"{routing.client_model or '-'} → {upstream}", style="bold")
     route.append("  stream" if routing.stream else "", style="dim")
+    route.append("  passed through" if routing.mode == "anthropic" else "", style="dim")
     if routing.options:
         shown = ", ".join(f"{k}={v}" for k, v in routing.options.items() if k != "model")
         route.append(f"  {shown}", style="dim")
