@@ -34,9 +34,10 @@ _SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 ANTHROPIC_VERSION = "2023-06-01"
-# What a pass-through upstream hears of the client's headers: the API version and betas it
-# asked for. Its key and anything else stay here.
-FORWARDED_HEADERS = ("anthropic-version", "anthropic-beta")
+# What a pass-through upstream hears of the client's headers: the API version, the betas and
+# the user profile it asked for (the SDK sends `user_profile_id` as a header). Its key and
+# anything else stay here.
+FORWARDED_HEADERS = ("anthropic-version", "anthropic-beta", "anthropic-user-profile-id")
 
 
 class Upstreams:
