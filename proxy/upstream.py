@@ -18,6 +18,7 @@ from .config import Settings, UpstreamSettings, mask
 from .core import providers
 from .core.errors import InvalidRequest, UpstreamError, from_upstream_response
 from .core.routing import DEFAULT_UPSTREAM
+from .transport import pooled_transport
 
 log = logging.getLogger("claude_bridge.upstream")
 
@@ -47,11 +48,7 @@ class Upstreams:
         self._client = httpx.AsyncClient(
             headers={"content-type": "application/json", "accept": "application/json"},
             timeout=httpx.Timeout(settings.read_timeout, connect=settings.connect_timeout),
-            limits=httpx.Limits(
-                max_connections=settings.max_connections,
-                max_keepalive_connections=settings.max_connections,
-            ),
-            transport=transport,
+            transport=transport or pooled_transport(settings),
         )
         self.named = {
             name: Upstream(name, config, settings, self._client)

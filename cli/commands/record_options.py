@@ -21,8 +21,9 @@ import typer
 
 from claude_bridge.proxy.config import Settings
 from claude_bridge.proxy.journal.reader import JournalError, load
-from claude_bridge.proxy.journal.writer import Recorder, default_transport
+from claude_bridge.proxy.journal.writer import Recorder
 from claude_bridge.proxy.replay import ReplayTransport
+from claude_bridge.proxy.transport import pooled_transport
 
 
 class ReplayMiss(StrEnum):
@@ -109,7 +110,7 @@ def recording(
     if upstream_replay is not None:
         journal = load(upstream_replay)
         miss = ReplayMiss(replay_miss)
-        forward = default_transport(settings) if miss is ReplayMiss.forward else None
+        forward = pooled_transport(settings) if miss is ReplayMiss.forward else None
         wiring.replay = ReplayTransport(
             journal.records, miss=miss.value, forward=forward, timing=replay_timing
         )

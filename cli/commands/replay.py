@@ -246,8 +246,8 @@ def show_exchange(record: Record) -> Iterator[RenderableType]:
         f"{_ms(t.client_first_byte_ms)} · total {_ms(t.end_ms)}"
     )
     routing = record.routing
-    upstream = routed_to(routing.upstream, routing.upstream_model or "-")
-    route = Text(f"{routing.client_model or '-'} → {upstream}", style="bold")
+    target = routed_to(routing.upstream, routing.upstream_model or "-")
+    route = Text(f"{routing.client_model or '-'} → {target}", style="bold")
     route.append("  stream" if routing.stream else "", style="dim")
     route.append("  passed through" if routing.mode == "anthropic" else "", style="dim")
     if routing.options:

@@ -22,6 +22,7 @@ from pydantic import SecretStr
 from ..config import ENV_PREFIX, Settings
 from ..drain import Drain
 from ..events import Exchange
+from ..transport import pooled_transport
 from .records import (
     REPLAYED_FROM_HEADER,
     ClientRequest,
@@ -274,7 +275,7 @@ class Recorder:
     def transport(
         self, inner: httpx.AsyncBaseTransport | None, settings: Settings
     ) -> RecordingTransport:
-        return RecordingTransport(inner or default_transport(settings))
+        return RecordingTransport(inner or pooled_transport(settings))
 
     def close(self) -> None:
         """Write the exchanges still in flight as `incomplete`, then close the file."""
@@ -307,15 +308,6 @@ class Recorder:
         self._file.write(line + "\n")
         self._file.flush()
         self.written += 1
-
-
-def default_transport(settings: Settings) -> httpx.AsyncHTTPTransport:
-    """What httpx would build for the upstream client, with its pool size."""
-    limits = httpx.Limits(
-        max_connections=settings.max_connections,
-        max_keepalive_connections=settings.max_connections,
-    )
-    return httpx.AsyncHTTPTransport(limits=limits)
 
 
 class RecordingTransport(httpx.AsyncBaseTransport):

@@ -1,0 +1,242 @@
+"""The upstream connection pool: httpx's API over aiohttp's pooled HTTP/1.1 client.
+
+httpx stays the seam (upstream.py's client, the recorder's and the replay's transports, the
+tests' transports all speak `httpx.AsyncBaseTransport`); only what sits under it changes. httpx's
+default transport (httpcore, h11, anyio) costs ~0.63 ms of CPU per small request against
+~0.31 ms for httpx over this one (bench/client_stack.py), and its pool scans every connection
+on every request and release, which goes CPU-bound with a thousand waiting streams. aiohttp
+parses HTTP in C and queues waiters per host.
+
+What the transport keeps of httpx's behaviour:
+
+* the request goes out with exactly httpx's headers (aiohttp adds none of its own, keeps no
+  cookies, follows no redirects);
+* bodies come back as sent: httpx decodes `content-encoding` itself, as it does now;
+* the client's timeouts (`request.extensions["timeout"]`) apply: connect (and the wait for a
+  free connection), read (the wait for each piece of the answer);
+* aiohttp's failures become the httpx exceptions httpcore would have raised;
+* `HTTP_PROXY`, `HTTPS_PROXY` and `ALL_PROXY` read when the transport is made, as httpx reads
+  them when its client is; `NO_PROXY` at the first request to each host;
+* closing a response before its end closes its connection, so the upstream sees the client
+  leave; a response read to the end gives its connection back to the pool.
+"""
+
+from __future__ import annotations
+
+import ssl
+import urllib.request
+from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import aiohttp
+import httpx
+from yarl import URL
+
+from .config import Settings
+
+# As httpx: an idle pooled connection is dropped after 5 s, before most servers drop it (a
+# POST on a connection the server is closing fails and is not retried).
+KEEPALIVE_EXPIRY = 5.0
+# aiohttp's default is 8 KiB per header line; h11 (httpx) takes up to 16 KiB of headers, and
+# an upstream that worked before must not start failing on a long header.
+MAX_HEADER_LINE = 16 * 1024
+# Headers aiohttp would add when absent: httpx already sent the ones it wants.
+_AUTO_HEADERS = ("Accept", "Accept-Encoding", "User-Agent", "Content-Type")
+
+
+def pooled_transport(settings: Settings) -> httpx.AsyncBaseTransport:
+    """The upstream transport: one pool of at most `max_connections` connections. The
+    timeouts apply to requests that carry none (httpx's client always sets its own)."""
+    return AiohttpTransport(
+        max_connections=settings.max_connections,
+        connect_timeout=settings.connect_timeout,
+        read_timeout=settings.read_timeout,
+    )
+
+
+class AiohttpTransport(httpx.AsyncBaseTransport):
+    """An `httpx.AsyncBaseTransport` over one `aiohttp.ClientSession`.
+
+    The session is made on the first request: aiohttp binds it to the running event loop,
+    and the transport is built before the server's loop runs."""
+
+    def __init__(
+        self,
+        *,
+        max_connections: int,
+        connect_timeout: float | None,
+        read_timeout: float | None,
+        trust_env: bool = True,
+    ) -> None:
+        self.max_connections = max_connections
+        self._default = {"connect": connect_timeout, "read": read_timeout, "pool": read_timeout}
+        # As httpx's default transport: certifi's CAs, or SSL_CERT_FILE / SSL_CERT_DIR.
+        self._ssl: ssl.SSLContext = httpx.create_ssl_context(trust_env=trust_env)
+        # Read once, as httpx reads them when its client is built. aiohttp's own `trust_env`
+        # reads them again on every request, in a thread, and costs more than the request.
+        self._env_proxies = urllib.request.getproxies_environment() if trust_env else {}
+        self._proxies: dict[tuple[str, str], URL | None] = {}
+        self._timeouts: dict[tuple[float | None, ...], aiohttp.ClientTimeout] = {}
+        self._session: aiohttp.ClientSession | None = None
+        self._closed = False
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        session = self._session or self._open()
+        url = request.url
+        # A URL's `user:password@` is already httpx's Authorization header; aiohttp would
+        # refuse to see both.
+        target = str(url.copy_with(username=None, password=None) if url.userinfo else url)
+        headers = [
+            (name.decode("latin-1"), value.decode("latin-1")) for name, value in request.headers.raw
+        ]
+        try:
+            data: Any = request.content
+        except httpx.RequestNotRead:  # a streamed request body
+            data = _stream(request.stream)
+            # aiohttp frames a body of unknown length itself, and refuses to be told to.
+            headers = [(k, v) for k, v in headers if k.lower() != "transfer-encoding"]
+        with _mapped(request):
+            response = await session.request(
+                request.method,
+                URL(target, encoded=True),
+                headers=headers,
+                data=data,
+                allow_redirects=False,
+                timeout=self._timeout(request.extensions.get("timeout") or self._default),
+                proxy=self._proxy(url.scheme, url.host),
+            )
+        return httpx.Response(
+            response.status,
+            headers=response.raw_headers,
+            stream=_Body(response, request),
+            extensions=_extensions(response),
+        )
+
+    async def aclose(self) -> None:
+        self._closed = True
+        if self._session is not None:
+            session, self._session = self._session, None
+            await session.close()
+
+    def _open(self) -> aiohttp.ClientSession:
+        if self._closed:
+            raise RuntimeError("the upstream transport is closed")
+        connector = aiohttp.TCPConnector(
+            limit=self.max_connections,
+            limit_per_host=0,
+            keepalive_timeout=KEEPALIVE_EXPIRY,
+            ssl=self._ssl,
+        )
+        self._session = aiohttp.ClientSession(
+            connector=connector,
+            cookie_jar=aiohttp.DummyCookieJar(),  # httpx's client keeps the cookies
+            auto_decompress=False,  # httpx decodes, as with its own transport
+            skip_auto_headers=_AUTO_HEADERS,
+            trust_env=False,  # proxies: see `_proxy`
+            requote_redirect_url=False,
+            max_line_size=MAX_HEADER_LINE,
+            max_field_size=MAX_HEADER_LINE,
+        )
+        return self._session
+
+    def _timeout(self, timeout: dict[str, float | None]) -> aiohttp.ClientTimeout:
+        connect, read, pool = timeout.get("connect"), timeout.get("read"), timeout.get("pool")
+        key = (connect, read, pool)
+        cached = self._timeouts.get(key)
+        if cached is None:
+            # aiohttp's `connect` covers the wait for a pooled connection and the connect;
+            # `sock_connect` the connect alone; `sock_read` each wait for data, headers or body.
+            waiting = None if connect is None or pool is None else connect + pool
+            cached = aiohttp.ClientTimeout(
+                total=None, connect=waiting, sock_connect=connect, sock_read=read
+            )
+            if len(self._timeouts) >= 64:  # per-request timeouts that keep changing
+                self._timeouts.clear()
+            self._timeouts[key] = cached
+        return cached
+
+    def _proxy(self, scheme: str, host: str) -> URL | None:
+        key = (scheme, host)
+        if key in self._proxies:
+            return self._proxies[key]
+        proxy = None
+        env = self._env_proxies
+        address = env.get(scheme) or env.get("all")
+        if address and not urllib.request.proxy_bypass(host):  # NO_PROXY
+            proxy = URL(address if "://" in address else f"http://{address}")
+        self._proxies[key] = proxy
+        return proxy
+
+
+class _Body(httpx.AsyncByteStream):
+    """An aiohttp response body as httpx reads it, piece by piece as it arrives."""
+
+    def __init__(self, response: aiohttp.ClientResponse, request: httpx.Request) -> None:
+        self._response = response
+        self._request = request
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        content = self._response.content
+        with _mapped(self._request):
+            while chunk := await content.readany():
+                yield chunk
+
+    async def aclose(self) -> None:
+        response = self._response
+        if response.content.at_eof():
+            response.release()  # read to the end: the connection goes back to the pool
+        else:
+            # Left early: only closing the connection tells the upstream to stop.
+            response.close()
+
+
+def _extensions(response: aiohttp.ClientResponse) -> dict[str, Any]:
+    """What httpcore tells httpx about the answer: the HTTP version and the reason phrase."""
+    version = response.version
+    if version is None or version == (1, 1):
+        http_version = b"HTTP/1.1"
+    else:
+        http_version = f"HTTP/{version.major}.{version.minor}".encode()
+    extensions: dict[str, Any] = {"http_version": http_version}
+    if response.reason:
+        extensions["reason_phrase"] = response.reason.encode("latin-1")
+    return extensions
+
+
+async def _stream(stream: httpx.AsyncByteStream | httpx.SyncByteStream) -> AsyncIterator[bytes]:
+    if isinstance(stream, httpx.AsyncByteStream):
+        async for part in stream:
+            yield part
+    else:
+        for part in stream:
+            yield part
+
+
+# aiohttp's exceptions, most specific first, and what httpcore raises in their place.
+_ERRORS: tuple[tuple[type[Exception], type[httpx.TransportError]], ...] = (
+    (aiohttp.ConnectionTimeoutError, httpx.ConnectTimeout),
+    (aiohttp.ServerTimeoutError, httpx.ReadTimeout),
+    (aiohttp.ClientProxyConnectionError, httpx.ProxyError),
+    (aiohttp.ClientHttpProxyError, httpx.ProxyError),
+    (aiohttp.ClientConnectorError, httpx.ConnectError),  # refused, DNS, TLS handshake
+    (aiohttp.ServerDisconnectedError, httpx.RemoteProtocolError),
+    (aiohttp.ClientPayloadError, httpx.RemoteProtocolError),  # body cut or malformed
+    (aiohttp.ClientResponseError, httpx.RemoteProtocolError),  # status line, headers
+    (aiohttp.InvalidURL, httpx.UnsupportedProtocol),
+    (aiohttp.NonHttpUrlClientError, httpx.UnsupportedProtocol),
+    (aiohttp.ClientOSError, httpx.ReadError),  # reset by peer
+    (aiohttp.ClientConnectionError, httpx.ReadError),
+    (aiohttp.ClientError, httpx.TransportError),
+)
+
+
+@contextmanager
+def _mapped(request: httpx.Request) -> Iterator[None]:
+    try:
+        yield
+    except aiohttp.ClientError as exc:
+        for theirs, ours in _ERRORS:
+            if isinstance(exc, theirs):
+                raise ours(str(exc) or type(exc).__name__, request=request) from exc
+        raise  # unreachable: the last entry takes every ClientError

@@ -1,0 +1,381 @@
+"""proxy.transport: httpx's client over the aiohttp pool, against real servers on loopback.
+
+Every test goes through `httpx.AsyncClient(transport=AiohttpTransport(...))`, as upstream.py
+does, and checks what the client sees (bodies, httpx's exceptions) and what the server saw
+(requests, connections accepted, clients that hung up).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+import json
+import socket
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from typing import Any, TypeVar
+
+import httpx
+import pytest
+from upstream import (
+    DONE,
+    FakeUpstream,
+    Hangup,
+    JSONReply,
+    RawReply,
+    Silence,
+    SSEReply,
+    chunk,
+    completion,
+    text_stream,
+)
+
+from claude_bridge.proxy.transport import AiohttpTransport
+
+T = TypeVar("T")
+# Short: the timeout tests wait this long, and nothing else depends on it.
+SHORT = 0.2
+
+
+def run(
+    main: Callable[[httpx.AsyncClient], Awaitable[T]],
+    *,
+    max_connections: int = 10,
+    connect: float = 5.0,
+    read: float = 5.0,
+) -> T:
+    """`main(client)` on a fresh event loop, the client and its transport closed after."""
+
+    async def go() -> T:
+        transport = AiohttpTransport(
+            max_connections=max_connections, connect_timeout=connect, read_timeout=read
+        )
+        timeout = httpx.Timeout(read, connect=connect)
+        async with httpx.AsyncClient(transport=transport, timeout=timeout) as client:
+            return await main(client)
+
+    return asyncio.run(go())
+
+
+def url_of(upstream: FakeUpstream) -> str:
+    return upstream.base_url + "/chat/completions"
+
+
+# -- bodies ------------------------------------------------------------------------------
+
+
+def test_json_body_and_the_request_as_httpx_built_it(upstream: FakeUpstream) -> None:
+    upstream.reply(JSONReply(completion("Hi!"), headers={"x-request-id": "r1"}))
+
+    async def main(client: httpx.AsyncClient) -> httpx.Response:
+        return await client.post(url_of(upstream), json={"model": "m"}, headers={"x-a": "1"})
+
+    response = run(main)
+    assert response.status_code == 200
+    assert response.reason_phrase == "OK"
+    assert response.http_version == "HTTP/1.1"
+    assert response.json()["choices"][0]["message"]["content"] == "Hi!"
+    assert response.headers["x-request-id"] == "r1"
+    seen = upstream.last
+    assert (seen.method, seen.path) == ("POST", "/v1/chat/completions")
+    assert seen.json == {"model": "m"}
+    # httpx's headers, and none of aiohttp's own.
+    assert seen.headers["user-agent"].startswith("python-httpx/")
+    assert seen.headers["x-a"] == "1"
+    assert seen.headers["content-type"] == "application/json"
+
+
+def test_a_body_without_content_type_gets_none_added(upstream: FakeUpstream) -> None:
+    upstream.reply(JSONReply({}))
+
+    async def main(client: httpx.AsyncClient) -> httpx.Response:
+        return await client.post(url_of(upstream), content=b"raw")
+
+    assert run(main).status_code == 200
+    assert upstream.last.body == b"raw"
+    assert "content-type" not in upstream.last.headers
+
+
+def test_a_streamed_request_body_is_sent_chunked(upstream: FakeUpstream) -> None:
+    upstream.reply(JSONReply({}))
+
+    async def parts() -> AsyncIterator[bytes]:
+        yield b'{"a":'
+        yield b"1}"
+
+    async def main(client: httpx.AsyncClient) -> httpx.Response:
+        return await client.post(url_of(upstream), content=parts())
+
+    assert run(main).status_code == 200
+    assert upstream.last.json == {"a": 1}
+
+
+def test_error_status_is_an_answer_not_an_exception(upstream: FakeUpstream) -> None:
+    upstream.reply(JSONReply({"error": {"message": "slow down"}}, status=429))
+
+    async def main(client: httpx.AsyncClient) -> httpx.Response:
+        return await client.post(url_of(upstream), json={})
+
+    response = run(main)
+    assert response.status_code == 429
+    assert response.json() == {"error": {"message": "slow down"}}
+
+
+def test_gzip_body_is_decoded_by_httpx(upstream: FakeUpstream) -> None:
+    body = json.dumps(completion("zipped")).encode()
+    upstream.reply(
+        RawReply(
+            gzip.compress(body),
+            content_type="application/json",
+            headers={"content-encoding": "gzip"},
+        )
+    )
+
+    async def main(client: httpx.AsyncClient) -> httpx.Response:
+        return await client.post(url_of(upstream), json={})
+
+    assert run(main).json() == completion("zipped")
+
+
+def test_gzip_event_stream_is_decoded(upstream: FakeUpstream) -> None:
+    events = "".join(text_stream(["Hel", "lo"])).encode()
+    packed = gzip.compress(events)
+    # Split the compressed stream across HTTP chunks, as a gateway flushing it would.
+    pieces = [packed[i : i + 40] for i in range(0, len(packed), 40)]
+    upstream.reply(SSEReply(pieces, headers={"content-encoding": "gzip"}))
+
+    async def main(client: httpx.AsyncClient) -> bytes:
+        async with client.stream("POST", url_of(upstream), json={}) as response:
+            return b"".join([part async for part in response.aiter_bytes()])
+
+    assert run(main) == events
+
+
+# -- streaming ---------------------------------------------------------------------------
+
+
+def test_stream_arrives_piece_by_piece(upstream: FakeUpstream) -> None:
+    # The answer never ends: a transport that waited for the end would never return the
+    # events (and fail on the read timeout).
+    first, second = chunk({"content": "a"}), chunk({"content": "b"})
+    upstream.reply(SSEReply([first, second], end="stall"))
+
+    async def main(client: httpx.AsyncClient) -> bytes:
+        received = b""
+        async with client.stream("POST", url_of(upstream), json={"stream": True}) as response:
+            assert response.headers["content-type"].startswith("text/event-stream")
+            async for part in response.aiter_bytes():
+                received += part
+                if received.count(b"data: ") == 2:
+                    break
+        return received
+
+    assert run(main) == (first + second).encode()
+    assert upstream.wait_disconnect()
+
+
+def test_whole_stream_then_the_end(upstream: FakeUpstream) -> None:
+    events = text_stream(["Hel", "lo"])
+    upstream.reply(SSEReply(events))
+
+    async def main(client: httpx.AsyncClient) -> str:
+        async with client.stream("POST", url_of(upstream), json={"stream": True}) as response:
+            return "".join([line + "\n" async for line in response.aiter_lines()])
+
+    text = run(main)
+    assert text.replace("\n\n", "\n") == "".join(events).replace("\n\n", "\n")
+    assert text.rstrip().endswith(DONE.strip())
+
+
+# -- the pool ----------------------------------------------------------------------------
+
+
+def test_one_connection_serves_requests_one_after_another(upstream: FakeUpstream) -> None:
+    upstream.always(JSONReply(completion("again")))
+    upstream.reply(SSEReply(text_stream(["x"])))
+    before = upstream.accepted
+
+    async def main(client: httpx.AsyncClient) -> None:
+        async with client.stream("POST", url_of(upstream), json={}) as response:
+            await response.aread()  # a stream read to its end gives the connection back
+        for _ in range(3):
+            assert (await client.post(url_of(upstream), json={})).status_code == 200
+
+    run(main)
+    assert upstream.accepted - before == 1
+    assert len(upstream.requests) == 4
+
+
+def test_closing_a_response_early_closes_its_connection(upstream: FakeUpstream) -> None:
+    upstream.reply(SSEReply([chunk({"content": "a"})], end="stall"), JSONReply({}))
+    before = upstream.accepted
+
+    async def main(client: httpx.AsyncClient) -> None:
+        async with client.stream("POST", url_of(upstream), json={}) as response:
+            async for _ in response.aiter_bytes():
+                break
+        # The upstream sees the client leave, and the connection is not pooled.
+        assert await asyncio.to_thread(upstream.wait_disconnect)
+        assert (await client.post(url_of(upstream), json={})).status_code == 200
+
+    run(main)
+    assert upstream.accepted - before == 2
+
+
+def test_the_pool_holds_at_most_max_connections(upstream: FakeUpstream) -> None:
+    upstream.always(SSEReply(text_stream(["x"])))
+    before = upstream.accepted
+
+    async def one(client: httpx.AsyncClient) -> int:
+        response = await client.post(url_of(upstream), json={})
+        return response.status_code
+
+    async def main(client: httpx.AsyncClient) -> list[int]:
+        return await asyncio.gather(*(one(client) for _ in range(8)))
+
+    assert run(main, max_connections=2) == [200] * 8
+    assert upstream.accepted - before <= 2
+
+
+# -- failures ----------------------------------------------------------------------------
+
+
+@pytest.fixture
+def closed_port() -> int:
+    """A loopback port nothing listens on."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+    return port
+
+
+@pytest.fixture
+def tarpit() -> Iterator[int]:
+    """A loopback port whose accept queue is full: a connect there hangs (the SYN is
+    dropped) until the client gives up."""
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(0)
+    port = server.getsockname()[1]
+    filler = socket.create_connection(("127.0.0.1", port))
+    try:
+        yield port
+    finally:
+        filler.close()
+        server.close()
+
+
+def test_refused_connection_is_connect_error(closed_port: int) -> None:
+    async def main(client: httpx.AsyncClient) -> None:
+        await client.post(f"http://127.0.0.1:{closed_port}/v1/chat/completions", json={})
+
+    with pytest.raises(httpx.ConnectError) as caught:
+        run(main)
+    assert caught.value.request.url.port == closed_port
+
+
+def test_unknown_host_is_connect_error() -> None:
+    async def main(client: httpx.AsyncClient) -> None:
+        await client.post("http://no-such-host.invalid/v1/chat/completions", json={})
+
+    with pytest.raises(httpx.ConnectError):
+        run(main)
+
+
+def test_connect_timeout(tarpit: int) -> None:
+    async def main(client: httpx.AsyncClient) -> None:
+        await client.post(f"http://127.0.0.1:{tarpit}/v1/chat/completions", json={})
+
+    with pytest.raises(httpx.ConnectTimeout):
+        run(main, connect=SHORT)
+
+
+def test_no_answer_is_read_timeout(upstream: FakeUpstream) -> None:
+    upstream.reply(Silence())
+
+    async def main(client: httpx.AsyncClient) -> None:
+        await client.post(url_of(upstream), json={})
+
+    with pytest.raises(httpx.ReadTimeout):
+        run(main, read=SHORT)
+    assert upstream.wait_disconnect()
+
+
+def test_stalled_body_is_read_timeout(upstream: FakeUpstream) -> None:
+    upstream.reply(SSEReply([chunk({"content": "a"})], end="stall"))
+
+    async def main(client: httpx.AsyncClient) -> None:
+        async with client.stream("POST", url_of(upstream), json={}) as response:
+            async for _ in response.aiter_bytes():
+                pass
+
+    with pytest.raises(httpx.ReadTimeout):
+        run(main, read=SHORT)
+
+
+def test_body_cut_midway_is_a_transport_error(upstream: FakeUpstream) -> None:
+    upstream.reply(SSEReply([chunk({"content": "a"})], end="close"))
+
+    async def main(client: httpx.AsyncClient) -> None:
+        async with client.stream("POST", url_of(upstream), json={}) as response:
+            async for _ in response.aiter_bytes():
+                pass
+
+    with pytest.raises(httpx.TransportError) as caught:
+        run(main)
+    assert isinstance(caught.value, httpx.RemoteProtocolError | httpx.ReadError)
+
+
+def test_hangup_before_the_answer_is_remote_protocol_error(upstream: FakeUpstream) -> None:
+    upstream.reply(Hangup())
+
+    async def main(client: httpx.AsyncClient) -> None:
+        await client.post(url_of(upstream), json={})
+
+    with pytest.raises(httpx.RemoteProtocolError):
+        run(main)
+
+
+# -- environment and lifecycle -----------------------------------------------------------
+
+
+def test_http_proxy_from_the_environment(
+    upstream: FakeUpstream, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The fake upstream plays the proxy: it records the absolute-form target a proxy gets.
+    monkeypatch.setenv("HTTP_PROXY", f"http://127.0.0.1:{upstream.port}")
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    monkeypatch.delenv("no_proxy", raising=False)
+    upstream.reply(JSONReply({}))
+
+    async def main(client: httpx.AsyncClient) -> httpx.Response:
+        return await client.post("http://upstream.invalid/v1/chat/completions", json={})
+
+    assert run(main).status_code == 200
+    assert upstream.last.target == "http://upstream.invalid/v1/chat/completions"
+
+
+def test_credentials_in_the_url_become_basic_auth(upstream: FakeUpstream) -> None:
+    upstream.reply(JSONReply({}))
+    url = url_of(upstream).replace("http://", "http://user:secret@")
+
+    async def main(client: httpx.AsyncClient) -> httpx.Response:
+        return await client.post(url, json={})
+
+    assert run(main).status_code == 200
+    assert upstream.last.headers["authorization"] == "Basic dXNlcjpzZWNyZXQ="
+
+
+def test_aclose_ends_the_session(upstream: FakeUpstream) -> None:
+    upstream.reply(JSONReply({}))
+
+    async def main() -> Any:
+        transport = AiohttpTransport(max_connections=1, connect_timeout=5, read_timeout=5)
+        await transport.aclose()  # before any request: nothing to close
+        transport = AiohttpTransport(max_connections=1, connect_timeout=5, read_timeout=5)
+        client = httpx.AsyncClient(transport=transport)
+        await client.post(url_of(upstream), json={})
+        await client.aclose()
+        with pytest.raises(RuntimeError):
+            await transport.handle_async_request(httpx.Request("GET", url_of(upstream)))
+
+    asyncio.run(main())
