@@ -39,6 +39,10 @@ from .upstream import Upstream, Upstreams
 log = logging.getLogger("claude_bridge.pipeline")
 
 _END = object()
+_TICK = object()
+# How often per ping interval (or stall timeout, if shorter) a stream checks for silence: a
+# ping goes out after between 1 and 1 + 1/TICKS_PER_INTERVAL intervals without an event.
+TICKS_PER_INTERVAL = 4
 # How long the end of an upstream body may take after its last event before it is cut off.
 BODY_TAIL_TIMEOUT = 1.0
 # Upstream chunks read ahead of a slow client; beyond this the reader waits (backpressure).
@@ -135,22 +139,7 @@ class Pipeline:
             body = forward_body(raw, to.model)
         else:
             options = request_options(self.settings, upstream.config, to.model)
-            translated = translate_request(request, options)
-            body = translated.body
-            if translated.dropped:
-                log.debug(
-                    "not sent upstream: %s",
-                    ", ".join(translated.dropped),
-                    extra={"request_id": exchange.id},
-                )
-            exchange.notes.extend(translated.dropped)
-            ctx = ReplyContext(
-                model=request.model,
-                message_id=new_message_id(),
-                tool_names=translated.tool_names,
-                stop_sequences=tuple(request.stop_sequences or ()),
-                input_estimate=count_request_tokens(request, rough_tokens),
-            )
+            body, ctx = self._translate(request, options, exchange)
         logs.log_body(log, "upstream request", body)
         log.debug(
             "routed %s -> %s %s",
@@ -164,6 +153,27 @@ class Pipeline:
             exchange.trace.prepared(upstream.name, upstream.mode, options, ctx)
         headers = upstream.request_headers(client_headers or {})
         return Prepared(request, upstream, body, headers, ctx)
+
+    def _translate(
+        self, request: MessagesRequest, options: RequestOptions, exchange: Exchange
+    ) -> tuple[dict[str, Any], ReplyContext]:
+        """The OpenAI request, and the context its reply is translated with."""
+        translated = translate_request(request, options)
+        if translated.dropped:
+            log.debug(
+                "not sent upstream: %s",
+                ", ".join(translated.dropped),
+                extra={"request_id": exchange.id},
+            )
+        exchange.notes.extend(translated.dropped)
+        ctx = ReplyContext(
+            model=request.model,
+            message_id=new_message_id(),
+            tool_names=translated.tool_names,
+            stop_sequences=tuple(request.stop_sequences or ()),
+            input_estimate=count_request_tokens(request, rough_tokens),
+        )
+        return translated.body, ctx
 
     async def complete(self, prepared: Prepared, exchange: Exchange) -> dict[str, Any]:
         async with self.drain.guard():
@@ -218,31 +228,30 @@ class Pipeline:
         unframed = 0  # bytes received since the last complete upstream event
         error: BridgeError | None = None
         complete = False
+        # Silences are noticed by a clock that ticks into the queue a few times per interval:
+        # a timeout around every read would start and cancel a timer for every chunk.
+        ticker = _Ticker(queue, min(interval, idle) / TICKS_PER_INTERVAL)
         self.drain.watch(queue)
         try:
             yield _encode(translator.start())
             last_sent = last_event = self.clock()
             while not translator.done:
-                if not queue.empty():
-                    item = queue.get_nowait()  # read ahead while the client was slow
-                else:
+                item = queue.get_nowait() if not queue.empty() else await queue.get()
+                if item is _TICK:
                     now = self.clock()
-                    wait = max(min(interval - (now - last_sent), idle - (now - last_event)), 0.0)
-                    try:
-                        item = await asyncio.wait_for(queue.get(), timeout=wait)
-                    except TimeoutError:
-                        if self.clock() - last_event >= idle:
-                            item = UpstreamError(
-                                f"upstream {upstream.host} sent nothing usable for {idle:g} s",
-                                status=504,
-                                type="timeout_error",
-                            )
-                        else:
-                            # Claude Code aborts streams that stay quiet; buffered tool calls
-                            # count too.
-                            yield _encode([{"type": "ping"}])
-                            last_sent = self.clock()
-                            continue
+                    if now - last_event >= idle:
+                        item = UpstreamError(
+                            f"upstream {upstream.host} sent nothing usable for {idle:g} s",
+                            status=504,
+                            type="timeout_error",
+                        )
+                    elif now - last_sent >= interval:
+                        # Claude Code aborts streams that stay quiet; buffered tool calls count.
+                        yield _encode([{"type": "ping"}])
+                        last_sent = self.clock()
+                        continue
+                    else:
+                        continue
                 if self.drain.expired and isinstance(item, bytes):
                     item = self.drain.error()
                 if item is _END:
@@ -276,6 +285,7 @@ class Pipeline:
                     last_sent = self.clock()
             complete = error is None
         finally:
+            ticker.stop()
             self.drain.unwatch(queue)
             try:
                 with anyio.CancelScope(shield=True):  # even when the client went away
@@ -364,6 +374,25 @@ def _feed(translator: EventSource, events: list[SSEEvent]) -> list[dict[str, Any
 
 def _encode(events: list[dict[str, Any]]) -> bytes:
     return b"".join(encode_event(event) for event in events)
+
+
+class _Ticker:
+    """Puts `_TICK` into a relay's queue every `period` seconds until stopped (skipping a
+    tick when the queue is full: the relay has items to wake it)."""
+
+    def __init__(self, queue: asyncio.Queue[object], period: float) -> None:
+        self._queue = queue
+        self._period = period
+        self._loop = asyncio.get_running_loop()
+        self._handle = self._loop.call_later(period, self._tick)
+
+    def _tick(self) -> None:
+        if not self._queue.full():
+            self._queue.put_nowait(_TICK)
+        self._handle = self._loop.call_later(self._period, self._tick)
+
+    def stop(self) -> None:
+        self._handle.cancel()
 
 
 async def _read_into(
