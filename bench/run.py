@@ -3,7 +3,8 @@
     .venv/bin/python bench/run.py [--quick] [--litellm /tmp/litellm-venv/bin/litellm]
 
 Starts, as separate processes on loopback: the canned upstream (`bench/upstream.py`),
-`claude-bridge serve` pointed at it, and optionally LiteLLM's proxy. Drives them with `wrk`
+`claude-bridge serve` pointed at it, a bare TCP relay (`bench/pipe.py`: the floor any Python
+proxy pays per streamed chunk), and optionally LiteLLM's proxy. Drives them with `wrk`
 (when installed; else the asyncio client in `bench/loadgen.py`) and prints one table. Every
 figure is the median over rounds; "added" figures and ratios are computed within each round
 (the same seconds of the same machine), then their median is taken. Targets are interleaved
@@ -230,10 +231,18 @@ def compact(data: dict[str, Any]) -> bytes:
     return json.dumps(data, ensure_ascii=False, separators=(",", ":")).encode()
 
 
-def translate_all(bodies: dict[str, dict[str, Any]], bridge: list[str]) -> dict[str, bytes]:
-    """The OpenAI body claude-bridge sends for each Anthropic body (`claude-bridge translate`),
-    so the direct baseline posts exactly what the bridge would."""
-    env = {**os.environ, "BIG_MODEL": BIG_MODEL, "SMALL_MODEL": SMALL_MODEL}
+def translate_all(
+    bodies: dict[str, dict[str, Any]], bridge: list[str], base_url: str
+) -> dict[str, bytes]:
+    """The OpenAI body claude-bridge sends for each Anthropic body (`claude-bridge translate`,
+    with the served base URL, so the same provider rules apply), so the direct baseline posts
+    exactly what the bridge would."""
+    env = {
+        **os.environ,
+        "OPENAI_BASE_URL": base_url,
+        "BIG_MODEL": BIG_MODEL,
+        "SMALL_MODEL": SMALL_MODEL,
+    }
     procs = {
         name: subprocess.Popen(
             [*bridge, "translate", "-"],
@@ -344,6 +353,19 @@ class Bench:
             "/",
         )
         self.servers.append(self.bridge)
+        pipe_port = free_port()
+        self.pipe = start(
+            "pipe",
+            [
+                *(sys.executable, str(BENCH / "pipe.py"), "--port", str(pipe_port)),
+                *("--upstream-port", str(upstream_port)),
+            ],
+            {},
+            self.tmp,
+            pipe_port,
+            "/stats",
+        )
+        self.servers.append(self.pipe)
         self.litellm: Server | None = None
         if self.args.litellm:
             port = free_port()
@@ -386,7 +408,11 @@ class Bench:
             "many": anthropic_small(True, p.many_chunks, f"bench-delay-{p.many_delay_ms}"),
         }
         shapes = ("small_json", "small_stream", "cc50k_json", "cc50k_stream")
-        translated = translate_all({name: anthropic[name] for name in shapes}, self.bridge_cmd)
+        translated = translate_all(
+            {name: anthropic[name] for name in shapes},
+            self.bridge_cmd,
+            f"http://127.0.0.1:{self.upstream.port}/v1",
+        )
         openai: dict[str, bytes] = {}
         for name, body in anthropic.items():
             if name in translated:
@@ -408,6 +434,10 @@ class Bench:
                 ),
                 "bridge": Target("bridge", self.bridge.port, "/v1/messages", raw, stream),
             }
+            if name in ("paced1000", "paced10"):
+                row["pipe"] = Target(
+                    "pipe", self.pipe.port, "/v1/chat/completions", openai[name], stream
+                )
             if self.litellm is not None:
                 if name in ("open", "many"):
                     delay = p.open_delay_ms if name == "open" else p.many_delay_ms
@@ -422,7 +452,7 @@ class Bench:
         return names[shift:] + names[:shift]
 
     def server(self, name: str) -> Server | None:
-        return {"bridge": self.bridge, "litellm": self.litellm}.get(name)
+        return {"bridge": self.bridge, "litellm": self.litellm, "pipe": self.pipe}.get(name)
 
     def check(self) -> None:
         """Every target answers every request as expected before anything is timed."""
@@ -536,7 +566,7 @@ class Bench:
                 r.add(f"burst.{name}.added_us", added / 1000 * 1e6)
         # Paced: a chunk a millisecond, so each arrives on its own, as tokens do; CPU per chunk
         # beyond a 10-chunk stream's (which carries the per-request cost).
-        for name in ("bridge", "litellm"):
+        for name in ("bridge", "litellm", "pipe"):
             server = self.server(name)
             if server is None or name not in self.targets["paced1000"]:
                 continue
@@ -737,6 +767,10 @@ def table(bench: Bench, header: list[str]) -> list[str]:
         row("per chunk, 1,000 chunks paced 1 ms: server CPU (µs)", "paced.{}.cpu_us")
         row("  of which user (the process's own code)", "paced.{}.user_us")
         row("  of which system (kernel: loopback TCP, epoll)", "paced.{}.sys_us")
+        out.append(
+            f"{'  floor: a bare TCP relay on uvloop, same stream (µs)':<58}"
+            f"{fmt(r.med('paced.pipe.cpu_us')):>14}"
+        )
         out.append(
             f"{'1,000-chunk burst stream, direct: whole stream (ms)':<58}"
             f"{fmt(r.med('burst.direct') * 1000):>14}"
