@@ -589,3 +589,26 @@ def test_deepseek_gets_reasoning_content_on_every_assistant_message() -> None:
     for name in PROFILES:
         if name != "deepseek":
             assert "reasoning_content" not in json.dumps(_translate(body, name)[0])
+
+
+@pytest.mark.parametrize(
+    ("base_url", "url"),
+    [
+        ("http://127.0.0.1:8080", "http://127.0.0.1:8080/v1/messages"),
+        ("http://127.0.0.1:8080/", "http://127.0.0.1:8080/v1/messages"),
+        ("https://openrouter.ai/api/v1", "https://openrouter.ai/api/v1/messages"),
+        ("https://api.deepseek.com/anthropic", "https://api.deepseek.com/anthropic/v1/messages"),
+        ("https://gw.example/v1?key=x", "https://gw.example/v1/messages?key=x"),
+    ],
+)
+def test_pass_through_messages_url(base_url: str, url: str) -> None:
+    assert providers.messages_url(base_url) == url
+
+
+def test_pass_through_auth_headers() -> None:
+    assert providers.anthropic_headers("127.0.0.1:8080", "k") == {
+        "x-api-key": "k",
+        "authorization": "Bearer k",
+    }
+    assert providers.anthropic_headers("api.anthropic.com", "k") == {"x-api-key": "k"}
+    assert providers.anthropic_headers("127.0.0.1:8080", None) == {}
