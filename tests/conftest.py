@@ -114,12 +114,28 @@ def upstream_server() -> Iterator[FakeUpstream]:
         yield server
 
 
+def _between_resets(server: FakeUpstream) -> Iterator[FakeUpstream]:
+    server.reset()
+    yield server
+    # Hang up on streams a test left open, so the next test starts from silence.
+    server.reset()
+
+
 @pytest.fixture
 def upstream(upstream_server: FakeUpstream) -> Iterator[FakeUpstream]:
-    upstream_server.reset()
-    yield upstream_server
-    # Hang up on streams a test left open, so the next test starts from silence.
-    upstream_server.reset()
+    yield from _between_resets(upstream_server)
+
+
+@pytest.fixture(scope="session")
+def second_upstream_server() -> Iterator[FakeUpstream]:
+    with FakeUpstream() as server:
+        yield server
+
+
+@pytest.fixture
+def second_upstream(second_upstream_server: FakeUpstream) -> Iterator[FakeUpstream]:
+    """Another scripted upstream, for a bridge with several."""
+    yield from _between_resets(second_upstream_server)
 
 
 @pytest.fixture(scope="session")

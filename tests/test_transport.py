@@ -12,7 +12,7 @@ import gzip
 import json
 import socket
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 import httpx
 import pytest
@@ -300,20 +300,17 @@ def test_no_answer_is_read_timeout(upstream: FakeUpstream) -> None:
     assert upstream.wait_disconnect()
 
 
-def test_stalled_body_is_read_timeout(upstream: FakeUpstream) -> None:
-    upstream.reply(SSEReply([chunk({"content": "a"})], end="stall"))
-
-    async def main(client: httpx.AsyncClient) -> None:
-        async with client.stream("POST", url_of(upstream), json={}) as response:
-            async for _ in response.aiter_bytes():
-                pass
-
-    with pytest.raises(httpx.ReadTimeout):
-        run(main, read=SHORT)
-
-
-def test_body_cut_midway_is_a_transport_error(upstream: FakeUpstream) -> None:
-    upstream.reply(SSEReply([chunk({"content": "a"})], end="close"))
+@pytest.mark.parametrize(
+    ("end", "expected"),
+    [
+        ("stall", (httpx.ReadTimeout,)),  # the body stops coming
+        ("close", (httpx.RemoteProtocolError, httpx.ReadError)),  # the body is cut midway
+    ],
+)
+def test_a_body_that_stops_is_a_transport_error(
+    upstream: FakeUpstream, end: Literal["stall", "close"], expected: tuple[type[Exception], ...]
+) -> None:
+    upstream.reply(SSEReply([chunk({"content": "a"})], end=end))
 
     async def main(client: httpx.AsyncClient) -> None:
         async with client.stream("POST", url_of(upstream), json={}) as response:
@@ -321,8 +318,8 @@ def test_body_cut_midway_is_a_transport_error(upstream: FakeUpstream) -> None:
                 pass
 
     with pytest.raises(httpx.TransportError) as caught:
-        run(main)
-    assert isinstance(caught.value, httpx.RemoteProtocolError | httpx.ReadError)
+        run(main, read=SHORT)
+    assert isinstance(caught.value, expected)
 
 
 def test_hangup_before_the_answer_is_remote_protocol_error(upstream: FakeUpstream) -> None:

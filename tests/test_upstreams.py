@@ -5,7 +5,7 @@ its upstream's URL with its key, its provider's rules and its mode, over real HT
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -28,17 +28,9 @@ HI: list[MessageParam] = [{"role": "user", "content": "Hi"}]
 LOCAL_KEY = "sk-local-TESTKEY-0987654321"
 
 
-@pytest.fixture(scope="module")
-def other_server() -> Iterator[FakeUpstream]:
-    with FakeUpstream() as server:
-        yield server
-
-
 @pytest.fixture
-def other(other_server: FakeUpstream) -> Iterator[FakeUpstream]:
-    other_server.reset()
-    yield other_server
-    other_server.reset()
+def other(second_upstream: FakeUpstream) -> FakeUpstream:
+    return second_upstream
 
 
 def anthropic_message(text: str) -> dict[str, Any]:
