@@ -88,8 +88,8 @@ class Drain:
     async def guard(self) -> AsyncIterator[None]:
         """Around a wait for the upstream's answer: at expiry it raises `ShuttingDown`.
 
-        An anyio scope, so that httpcore's shielded clean-up is respected (a plain task
-        cancel can lose the connection from the pool)."""
+        An anyio scope, so that an httpcore transport's shielded clean-up is respected (a plain
+        task cancel can lose the connection from its pool)."""
         if self.expired:
             raise self.error()
         with anyio.CancelScope() as scope:

@@ -214,10 +214,11 @@ class Pipeline:
         exchange: Exchange,
     ) -> AsyncIterator[bytes]:
         queue: asyncio.Queue[object] = asyncio.Queue(READ_AHEAD)
-        # The reader is stopped through an anyio scope, never `Task.cancel()`: httpcore shields
-        # its connection bookkeeping from the former only, and a plain cancel landing while the
-        # reader closes the response at the end of the body loses the connection from the pool
-        # for good (under load the pool runs dry).
+        # The reader is stopped through an anyio scope, never `Task.cancel()`: a transport on
+        # httpcore (httpx's own, which a user's replay or test may still pass in) shields its
+        # connection bookkeeping from the former only, and a plain cancel landing while the
+        # reader closes the response at the end of the body loses the connection from that pool
+        # for good (under load it runs dry).
         stop_reading = anyio.CancelScope()
         reader = asyncio.create_task(_read_into(chunks, queue, stop_reading))
         decoder = SSEDecoder()

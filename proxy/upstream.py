@@ -237,8 +237,8 @@ class Upstream:
         must not hold the request for longer than `read_timeout`."""
         body = bytearray()
         try:
-            # anyio's timeout, not asyncio's: httpcore shields the release of the connection
-            # (at the end of the body) from the former only.
+            # anyio's timeout, not asyncio's: an httpcore transport (httpx's own) shields the
+            # release of the connection (at the end of the body) from the former only.
             with anyio.fail_after(self.body_timeout):
                 async for chunk in response.aiter_bytes():
                     body += chunk
