@@ -165,9 +165,11 @@ class Upstream:
         )
 
     async def chunks(self, response: httpx.Response) -> AsyncIterator[bytes]:
+        # Decoded when a gateway gzipped the event stream; else raw, one layer fewer per chunk.
+        encoded = "content-encoding" in response.headers
+        pieces = response.aiter_bytes() if encoded else response.aiter_raw()
         try:
-            # Decoded: a gateway may gzip the event stream.
-            async for chunk in response.aiter_bytes():
+            async for chunk in pieces:
                 yield chunk
         except httpx.HTTPError as exc:
             raise self._transport_error(exc) from None
