@@ -83,7 +83,6 @@ class Upstream:
         self.name = name
         self.config = config
         self.mode = config.mode
-        self.provider = config.provider
         self.base_url = config.base_url.rstrip("/")
         # Named in error messages and logs: never with the URL's `user:password@`.
         self.host = providers.host_of(self.base_url) or "upstream"
@@ -103,15 +102,11 @@ class Upstream:
                 **providers.anthropic_headers(self.host, self._key),
             }
         else:
-            profile = self.profile("")
+            profile = providers.resolve(config.provider, self.base_url, "")
             self.url = providers.chat_completions_url(
                 self.base_url, profile, config.azure_api_version
             )
             self._headers = {**BASE_HEADERS, **providers.auth_headers(profile, self._key)}
-
-    def profile(self, model: str) -> providers.Profile:
-        """The rules for `model` served here (OpenAI mode)."""
-        return providers.resolve(self.provider, self.base_url, model)
 
     def request_headers(self, client_headers: Mapping[str, str]) -> dict[str, str]:
         """Headers for one request: this upstream's, plus what pass-through forwards."""
