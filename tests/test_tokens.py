@@ -268,3 +268,18 @@ def test_count_is_additive_over_messages() -> None:
     )
     zero = count_request_tokens(request(messages=[]), words)
     assert two - one == one - zero - 1  # a message's framing plus its words
+
+
+def test_long_text_is_counted_in_windows_exactly_for_prose() -> None:
+    prose = " ".join(f"word{i}, and some more text." for i in range(20_000))
+    assert len(prose) > 10 * tokenizer.WINDOW
+    exact = len(tokenizer.encoding().encode(prose, disallowed_special=()))
+    assert tokenizer.count_text(prose) == exact
+
+
+def test_a_huge_piece_without_spaces_is_still_counted() -> None:
+    blob = "QUJD" * (tokenizer.WINDOW // 2)  # base64-like, no space to cut at
+    exact = len(tokenizer.encoding().encode(blob, disallowed_special=()))
+    counted = tokenizer.count_text(blob)
+    # Hard cuts cost at most a token or two at each window edge.
+    assert exact <= counted <= exact + 2 * (len(blob) // tokenizer.WINDOW + 1)
