@@ -9,9 +9,15 @@ from __future__ import annotations
 
 import asyncio
 import gzip
+import http.server
 import json
+import shutil
 import socket
+import ssl
+import subprocess
+import threading
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 import httpx
@@ -376,3 +382,75 @@ def test_aclose_ends_the_session(upstream: FakeUpstream) -> None:
             await transport.handle_async_request(httpx.Request("GET", url_of(upstream)))
 
     asyncio.run(main())
+
+
+# -- TLS ---------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def tls_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]:
+    """An HTTPS server on loopback with a self-signed certificate (openssl makes it), and
+    that certificate, for a client to trust or not."""
+    openssl = shutil.which("openssl")
+    if openssl is None:
+        pytest.skip("openssl is not installed")
+    directory = tmp_path_factory.mktemp("tls")
+    cert, key = directory / "cert.pem", directory / "key.pem"
+    subprocess.run(
+        [
+            *(openssl, "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1"),
+            *("-nodes", "-days", "1", "-subj", "/CN=localhost"),
+            *("-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"),
+            *("-keyout", str(key), "-out", str(cert)),
+        ],
+        check=True,
+        capture_output=True,
+    )
+
+    class Answer(http.server.BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            self.rfile.read(int(self.headers["content-length"]))
+            body = json.dumps(completion("over TLS")).encode()
+            self.send_response(200)
+            self.send_header("content-type", "application/json")
+            self.send_header("content-length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Answer)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    server.socket = context.wrap_socket(server.socket, server_side=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"https://localhost:{server.server_address[1]}/v1/chat/completions", cert
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_https_with_a_trusted_certificate(
+    tls_server: tuple[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    url, cert = tls_server
+    # As with httpx's own transport: SSL_CERT_FILE names the CAs to trust.
+    monkeypatch.setenv("SSL_CERT_FILE", str(cert))
+
+    async def main(client: httpx.AsyncClient) -> Any:
+        return (await client.post(url, json={})).json()
+
+    assert run(main)["choices"][0]["message"]["content"] == "over TLS"
+
+
+def test_an_untrusted_certificate_is_a_connect_error(tls_server: tuple[str, Path]) -> None:
+    url, _ = tls_server
+
+    async def main(client: httpx.AsyncClient) -> None:
+        await client.post(url, json={})
+
+    with pytest.raises(httpx.ConnectError, match=r"(?i)certificate"):
+        run(main)
