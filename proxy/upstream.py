@@ -160,9 +160,10 @@ class Upstream:
         )
 
     async def chunks(self, response: httpx.Response) -> AsyncIterator[bytes]:
-        # Decoded when a gateway gzipped the event stream; else raw, one layer fewer per chunk.
-        encoded = "content-encoding" in response.headers
-        pieces = response.aiter_bytes() if encoded else response.aiter_raw()
+        # Decoded when a gateway gzipped the event stream (or from memory, when a transport
+        # answered with a body already read); else raw, one layer fewer per chunk.
+        decoded = "content-encoding" in response.headers or response.is_stream_consumed
+        pieces = response.aiter_bytes() if decoded else response.aiter_raw()
         try:
             async for chunk in pieces:
                 yield chunk

@@ -593,3 +593,13 @@ def test_body_of_exactly_32_mb_is_read(client: TestClient) -> None:
     response = post(client, "/v1/messages", content)
 
     assert response.status_code == 200
+
+
+def test_a_stream_answered_with_a_body_already_read(client: TestClient) -> None:
+    """A transport may hand back a response whose body it read already (httpx's own mock
+    transport does): the relay reads it from memory rather than failing."""
+    hi = [{"role": "user", "content": "hi"}]
+    body = {"model": "claude-sonnet-4-6", "max_tokens": 8, "stream": True, "messages": hi}
+    response = post(client, "/v1/messages", dumps(body))
+    assert response.status_code == 200
+    assert "message_stop" in response.text and "event: error" not in response.text
