@@ -23,13 +23,13 @@ from .core.context import ReplyContext
 from .core.errors import BridgeError, UpstreamError
 from .core.ids import new_message_id
 from .core.passthrough import PassthroughStream, forward_body, message_from_upstream
-from .core.request import RequestOptions, translate_request
+from .core.request import OpenAIRequest, RequestOptions, translate_request
 from .core.response import translate_response
 from .core.routing import Route, route
 from .core.sse import SSEDecoder, SSEEvent, encode_event
 from .core.stream import EventSource, StreamTranslator
 from .core.tokens import Encoder, count_request_tokens
-from .core.validation import parse_body
+from .core.validation import parse_body, parse_object, validate
 from .drain import Drain
 from .events import Bus, Exchange, delta_chars
 from .models.anthropic import CountTokensRequest, MessagesRequest
@@ -127,7 +127,8 @@ class Pipeline:
         if exchange.trace is not None:
             exchange.trace.client_body(raw)
         logs.log_body(log, "client request", raw)
-        request = parse_body(raw, MessagesRequest)
+        data = parse_object(raw)
+        request = validate(data, MessagesRequest)
         to = routed(self.settings, request.model)
         upstream = self.upstreams[to.upstream]
         exchange.client_model, exchange.upstream_model = request.model, to.model
@@ -136,7 +137,7 @@ class Pipeline:
         options: RequestOptions | None = None
         ctx: ReplyContext | None = None
         if upstream.mode == "anthropic":
-            body = forward_body(raw, to.model)
+            body = forward_body(data, to.model)
         else:
             options = request_options(self.settings, upstream.config, to.model)
             body, ctx = self._translate(request, options, exchange)
@@ -166,23 +167,13 @@ class Pipeline:
                 extra={"request_id": exchange.id},
             )
         exchange.notes.extend(translated.dropped)
-        ctx = ReplyContext(
-            model=request.model,
-            message_id=new_message_id(),
-            tool_names=translated.tool_names,
-            stop_sequences=tuple(request.stop_sequences or ()),
-            input_estimate=count_request_tokens(request, rough_tokens),
-        )
-        return translated.body, ctx
+        return translated.body, reply_context(request, translated, new_message_id())
 
     async def complete(self, prepared: Prepared, exchange: Exchange) -> dict[str, Any]:
         async with self.drain.guard():
             data = await prepared.upstream.complete(prepared.body, prepared.headers)
         exchange.first_byte = self.clock()
-        if prepared.ctx is None:
-            message = message_from_upstream(data)
-        else:
-            message = message_from_completion(data, prepared.ctx)
+        message = reply_message(data, prepared.ctx)
         _account(exchange, message.get("usage"), message.get("stop_reason"))
         if exchange.trace is not None:
             exchange.trace.client_message(message)
@@ -197,9 +188,7 @@ class Pipeline:
             response = await stack.enter_async_context(
                 upstream.stream(prepared.body, prepared.headers)
             )
-        source: EventSource = (
-            PassthroughStream() if prepared.ctx is None else StreamTranslator(prepared.ctx)
-        )
+        source = event_source(prepared.ctx)
         relay = self._relay(stack, upstream, upstream.chunks(response), source, exchange)
         if exchange.trace is not None:
             return exchange.trace.tap_client(relay)
@@ -308,6 +297,32 @@ class Pipeline:
         # BPE over a 50 KB prompt takes milliseconds: keep it off the event loop.
         total = await asyncio.to_thread(count_request_tokens, request, encode)
         return {"input_tokens": total}
+
+
+def reply_context(
+    request: MessagesRequest, translated: OpenAIRequest, message_id: str
+) -> ReplyContext:
+    """What translating the reply to `request` needs; `replay diff` passes the recorded id."""
+    return ReplyContext(
+        model=request.model,
+        message_id=message_id,
+        tool_names=translated.tool_names,
+        stop_sequences=tuple(request.stop_sequences or ()),
+        input_estimate=count_request_tokens(request, rough_tokens),
+    )
+
+
+def reply_message(data: Any, ctx: ReplyContext | None) -> dict[str, Any]:
+    """An upstream JSON answer -> the client's message: translated with `ctx`, or as is when
+    the exchange is passed through (no `ctx`)."""
+    if ctx is None:
+        return message_from_upstream(data)
+    return message_from_completion(data, ctx)
+
+
+def event_source(ctx: ReplyContext | None) -> EventSource:
+    """What turns the upstream's stream into the client's: translated, or passed through."""
+    return PassthroughStream() if ctx is None else StreamTranslator(ctx)
 
 
 def message_from_completion(data: Any, ctx: ReplyContext) -> dict[str, Any]:

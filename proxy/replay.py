@@ -27,12 +27,11 @@ import httpx
 
 from .core.context import ReplyContext
 from .core.errors import BridgeError, from_upstream_response
-from .core.passthrough import PassthroughStream, forward_body, message_from_upstream
-from .core.request import OpenAIRequest, RequestOptions, translate_request
+from .core.passthrough import forward_body
+from .core.request import RequestOptions, translate_request
 from .core.sse import SSEDecoder
-from .core.stream import EventSource, StreamTranslator, run_sse
-from .core.tokens import count_request_tokens
-from .core.validation import parse_body
+from .core.stream import run_sse
+from .core.validation import parse_object, validate
 from .journal.records import (
     REPLAYED_FROM_HEADER,
     SECRET_HEADERS,
@@ -42,7 +41,7 @@ from .journal.records import (
     elide_base64,
 )
 from .models.anthropic import MessagesRequest
-from .pipeline import message_from_completion, rough_tokens
+from .pipeline import event_source, reply_context, reply_message
 
 log = logging.getLogger("claude_bridge.replay")
 
@@ -143,27 +142,15 @@ def rerun_request(record: Record) -> Rerun | BridgeError:
     passed through, with the recorded model)."""
     raw = body_bytes(record.client.body, record.client.body_text)
     try:
-        request = parse_body(raw, MessagesRequest)
+        data = parse_object(raw)
+        request = validate(data, MessagesRequest)
         if record.routing.mode == "anthropic":
-            return Rerun(forward_body(raw, record.routing.upstream_model or request.model), None)
+            return Rerun(forward_body(data, record.routing.upstream_model or request.model), None)
         translated = translate_request(request, _options(record, request))
     except BridgeError as error:
         return error
-    return Rerun(translated.body, reply_context(record, request, translated))
-
-
-def reply_context(
-    record: Record, request: MessagesRequest, upstream: OpenAIRequest
-) -> ReplyContext:
-    """The context `Pipeline.prepare` built, with the recorded message id so the outputs
-    compare."""
-    return ReplyContext(
-        model=request.model,
-        message_id=_recorded_message_id(record) or "msg_replay",
-        tool_names=upstream.tool_names,
-        stop_sequences=tuple(request.stop_sequences or ()),
-        input_estimate=count_request_tokens(request, rough_tokens),
-    )
+    message_id = _recorded_message_id(record) or "msg_replay"  # so the outputs compare
+    return Rerun(translated.body, reply_context(request, translated, message_id))
 
 
 def rerun_reply(record: Record, ctx: ReplyContext | None) -> Any:
@@ -179,14 +166,11 @@ def rerun_reply(record: Record, ctx: ReplyContext | None) -> Any:
         )
     if response.chunks is not None:
         chunks = decoded_chunks(response.headers, [chunk_data(c) for c in response.chunks])
-        source: EventSource = PassthroughStream() if ctx is None else StreamTranslator(ctx)
-        if upstream.error and not upstream.complete:
-            return _failed_stream(chunks, source, _recorded_error(record))
-        return run_sse(source, chunks)
+        # Like the pipeline's relay when the upstream broke: what the chunks gave, then `fail`.
+        broken = upstream.error is not None and not upstream.complete
+        return run_sse(event_source(ctx), chunks, _recorded_error(record) if broken else None)
     try:
-        if ctx is None:
-            return message_from_upstream(response.body)
-        return message_from_completion(response.body, ctx)
+        return reply_message(response.body, ctx)
     except BridgeError as error:
         return error.body(record.request_id)
 
@@ -206,17 +190,6 @@ def _recorded_error(record: Record) -> BridgeError:
     if record.error is not None:
         return BridgeError(record.error.message, type=record.error.type)
     return BridgeError(f"upstream connection failed: {record.upstream and record.upstream.error}")
-
-
-def _failed_stream(chunks: list[bytes], source: EventSource, error: BridgeError) -> list[Any]:
-    """Like the pipeline's relay when the upstream breaks: what the chunks gave, then `fail`."""
-    decoder = SSEDecoder()
-    out = source.start()
-    for chunk in chunks:
-        for event in decoder.decode(chunk):
-            out += source.feed_data(event.data)
-    out += source.fail(error)
-    return out
 
 
 def diff_record(record: Record) -> DiffResult:

@@ -16,7 +16,7 @@ from claude_bridge.proxy.core.request import translate_request
 from claude_bridge.proxy.core.response import translate_response
 from claude_bridge.proxy.core.sse import encode_event
 from claude_bridge.proxy.core.stream import translate_sse
-from claude_bridge.proxy.core.validation import parse_body
+from claude_bridge.proxy.core.validation import parse_body, parse_object, validate
 from claude_bridge.proxy.models.anthropic import MessagesRequest
 from claude_bridge.proxy.models.openai import ChatCompletion
 from claude_bridge.proxy.pipeline import request_options, routed
@@ -56,11 +56,12 @@ def translate(
         raise InvalidRequest("--response and --stream exclude each other")
     data = read_input(file)
     if not (response or stream):
-        request = parse_body(data, MessagesRequest)
+        body = parse_object(data)
+        request = validate(body, MessagesRequest)
         to = routed(settings, request.model)
         endpoint = settings.endpoints()[to.upstream]
         if endpoint.mode == "anthropic":
-            write_json(forward_body(data, to.model))
+            write_json(forward_body(body, to.model))
         else:
             write_json(
                 translate_request(request, request_options(settings, endpoint, to.model)).body

@@ -16,12 +16,10 @@ from .errors import BridgeError, UpstreamError
 Event = dict[str, Any]
 
 
-def forward_body(raw: bytes, model: str) -> dict[str, Any]:
-    """The client's JSON body with the routed model; every other field as sent. `raw` has
-    passed `parse_body`, so it is a JSON object."""
-    body: dict[str, Any] = json.loads(raw)
-    body["model"] = model
-    return body
+def forward_body(body: dict[str, Any], model: str) -> dict[str, Any]:
+    """The client's JSON body (as `validation.parse_object` read it) with the routed model;
+    every other field as sent."""
+    return {**body, "model": model}
 
 
 def message_from_upstream(data: Any) -> dict[str, Any]:

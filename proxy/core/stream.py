@@ -597,13 +597,18 @@ class EventSource(Protocol):
     def fail(self, error: BridgeError) -> list[Event]: ...
 
 
-def run_sse(source: EventSource, body: bytes | Iterable[bytes]) -> list[Event]:
-    """A whole upstream SSE body (or its chunks) -> the client's events, as `serve` sends them."""
+def run_sse(
+    source: EventSource, body: bytes | Iterable[bytes], failure: BridgeError | None = None
+) -> list[Event]:
+    """A whole upstream SSE body (or its chunks) -> the client's events, as `serve` sends them;
+    with `failure`, as it sends them when the body broke off after those chunks."""
     decoder = SSEDecoder()
     out = source.start()
     for chunk in (body,) if isinstance(body, (bytes, bytearray)) else body:
         for event in decoder.decode(chunk):
             out += source.feed_data(event.data)
+    if failure is not None:
+        return out + source.fail(failure)
     for event in decoder.flush():
         out += source.feed_data(event.data)
     out += source.finish()

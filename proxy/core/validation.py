@@ -21,6 +21,11 @@ def _refuse_constant(name: str) -> Any:
 
 
 def parse_body(raw: bytes, model: type[M]) -> M:
+    return validate(parse_object(raw), model)
+
+
+def parse_object(raw: bytes) -> dict[str, Any]:
+    """The body as a JSON object, or the `invalid_request_error` saying why it is not one."""
     try:
         # Python's json reads NaN and Infinity, which JSON (and every upstream) refuses.
         data = json.loads(raw, parse_constant=_refuse_constant)
@@ -30,6 +35,11 @@ def parse_body(raw: bytes, model: type[M]) -> M:
         raise InvalidRequest("request body must be a JSON object")
     if _too_deep(data):
         raise InvalidRequest(f"request body nests deeper than {MAX_DEPTH} levels")
+    return data
+
+
+def validate(data: dict[str, Any], model: type[M]) -> M:
+    """`data` as `model` (left unchanged, so a pass-through can still send it on)."""
     try:
         return model.model_validate(data)
     except ValidationError as exc:
