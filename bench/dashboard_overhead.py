@@ -6,8 +6,8 @@ Self-contained, loopback only, bounded in time (about 10 + rounds * (idle + seco
 
 One real `claude-bridge serve` per mode runs on its own pseudo-terminal (so the dashboard is
 really drawn, and the request lines really printed, to a terminal that is read continuously),
-all in front of one canned upstream (a separate process). A raw HTTP/1.1 keep-alive load
-generator drives every proxy at once with the same closed loop of `--concurrency` clients
+all in front of one canned upstream (`bench/upstream.py`). `bench/loadgen.py`'s keep-alive
+closed loop drives every proxy at once with the same closed loop of `--concurrency` clients
 sending non-streaming `POST /v1/messages`. Measuring the modes side by side, in the same
 seconds, makes whatever else the machine is doing hit them alike: on a shared machine one mode
 after the other varies by tens of percent from run to run, side by side it does not.
@@ -44,6 +44,11 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+BENCH = Path(__file__).resolve().parent
+sys.path.insert(0, str(BENCH))
+
+import loadgen  # noqa: E402  (bench/ is not a package)
+
 CLI = Path(sys.executable).parent / "claude-bridge"
 MODES: dict[str, list[str]] = {
     "lines": ["--no-dashboard"],
@@ -51,21 +56,6 @@ MODES: dict[str, list[str]] = {
     "json": ["--log-format", "json"],
     "dashboard+file": ["--log-file", "{tmp}/bench.jsonl"],
 }
-COMPLETION = json.dumps(
-    {
-        "id": "chatcmpl-bench",
-        "object": "chat.completion",
-        "model": "bench-model",
-        "choices": [
-            {
-                "index": 0,
-                "message": {"role": "assistant", "content": "Hello from the bench upstream."},
-                "finish_reason": "stop",
-            }
-        ],
-        "usage": {"prompt_tokens": 1200, "completion_tokens": 8, "total_tokens": 1208},
-    }
-).encode()
 REQUEST = json.dumps(
     {
         "model": "claude-sonnet-4-6",
@@ -75,80 +65,12 @@ REQUEST = json.dumps(
 ).encode()
 
 
-# -- a canned upstream: HTTP/1.1 keep-alive, one JSON answer to everything --------------------
+# -- load: loadgen's closed loop on every proxy at once -----------------------------------------
 
 
-async def _upstream_connection(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-    response = (
-        b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n"
-        + f"content-length: {len(COMPLETION)}\r\n\r\n".encode()
-        + COMPLETION
-    )
-    try:
-        while True:
-            head = await reader.readuntil(b"\r\n\r\n")
-            length = 0
-            for line in head.split(b"\r\n"):
-                name, _, value = line.partition(b":")
-                if name.strip().lower() == b"content-length":
-                    length = int(value)
-            await reader.readexactly(length)
-            writer.write(response)
-            await writer.drain()
-    except (asyncio.IncompleteReadError, ConnectionError):
-        pass
-    finally:
-        writer.close()
-
-
-async def _serve_upstream(port: int) -> None:
-    server = await asyncio.start_server(_upstream_connection, "127.0.0.1", port, backlog=1024)
-    async with server:
-        await server.serve_forever()
-
-
-# -- load generator ------------------------------------------------------------------------------
-
-
-async def _worker(port: int, stop_at: float, latencies: list[float], errors: list[int]) -> None:
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    request = (
-        b"POST /v1/messages HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-type: application/json\r\n"
-        b"x-api-key: bench\r\nanthropic-version: 2023-06-01\r\n"
-        + f"content-length: {len(REQUEST)}\r\n\r\n".encode()
-        + REQUEST
-    )
-    try:
-        while time.monotonic() < stop_at:
-            started = time.monotonic()
-            writer.write(request)
-            head = await reader.readuntil(b"\r\n\r\n")
-            length = 0
-            for line in head.split(b"\r\n"):
-                name, _, value = line.partition(b":")
-                if name.strip().lower() == b"content-length":
-                    length = int(value)
-            await reader.readexactly(length)
-            if not head.startswith(b"HTTP/1.1 200"):
-                errors.append(1)
-            latencies.append(time.monotonic() - started)
-    finally:
-        writer.close()
-
-
-async def _load(port: int, seconds: float, concurrency: int) -> tuple[int, float, int]:
-    """(requests, median latency in ms, errors) over `seconds`."""
-    latencies: list[float] = []
-    errors: list[int] = []
-    stop = time.monotonic() + seconds
-    await asyncio.gather(*(_worker(port, stop, latencies, errors) for _ in range(concurrency)))
-    return len(latencies), statistics.median(latencies) * 1000, len(errors)
-
-
-async def _load_all(
-    ports: list[int], seconds: float, concurrency: int
-) -> list[tuple[int, float, int]]:
-    return await asyncio.gather(*(_load(port, seconds, concurrency) for port in ports))
+async def _load_all(ports: list[int], seconds: float, concurrency: int) -> list[loadgen.Load]:
+    targets = [loadgen.Target("bridge", port, "/v1/messages", REQUEST, False) for port in ports]
+    return await asyncio.gather(*(loadgen.closed_loop(t, concurrency, seconds) for t in targets))
 
 
 # -- the proxy on a pseudo-terminal ----------------------------------------------------------------
@@ -273,12 +195,7 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=8, help="clients per proxy")
     parser.add_argument("--idle", type=float, default=2.0, help="idle seconds measured a round")
     parser.add_argument("--modes", default=",".join(MODES), help="comma-separated")
-    parser.add_argument("--upstream", type=int, help=argparse.SUPPRESS)
     options = parser.parse_args()
-    if options.upstream:
-        with contextlib.suppress(KeyboardInterrupt):
-            asyncio.run(_serve_upstream(options.upstream))
-        return
     if not CLI.exists():
         sys.exit(f"{CLI} not found: pip install -e . first")
     modes = options.modes.split(",")
@@ -286,7 +203,8 @@ def main() -> None:
     results: dict[str, list[tuple[float, float, float, float]]] = {m: [] for m in modes}
     upstream_port = _free_port()
     upstream = subprocess.Popen(
-        [sys.executable, __file__, "--upstream", str(upstream_port)], start_new_session=True
+        [sys.executable, str(BENCH / "upstream.py"), "--port", str(upstream_port)],
+        start_new_session=True,
     )
     try:
         _wait_port(upstream_port, 10)
@@ -315,7 +233,7 @@ def main() -> None:
                 used = [_cpu_seconds(p) - b for p, b in zip(pids, before, strict=True)]
                 line = []
                 for i, mode in enumerate(modes):
-                    done, p50, errors = loads[i]
+                    done, p50, errors = loads[i].requests, loads[i].p50, loads[i].errors
                     per_request = used[i] / done * 1000 if done else float("nan")
                     results[mode].append((done / wall, p50, per_request, idle[i]))
                     line.append(f"{mode} {done / wall:6.1f} req/s {per_request:5.2f} ms CPU")

@@ -143,7 +143,9 @@ def _percentile(values: list[float], q: float) -> float:
     return ordered[index]
 
 
-async def _closed_loop(target: Target, concurrency: int, seconds: float) -> Load:
+async def closed_loop(target: Target, concurrency: int, seconds: float) -> Load:
+    """`concurrency` keep-alive clients sending `target`'s request back to back for `seconds`
+    (awaitable, so several targets can be loaded side by side)."""
     request = target.request()
     latencies: list[float] = []
     errors = 0
@@ -183,7 +185,7 @@ async def _closed_loop(target: Target, concurrency: int, seconds: float) -> Load
 
 
 def asyncio_load(target: Target, concurrency: int, seconds: float) -> Load:
-    return asyncio.run(_closed_loop(target, concurrency, seconds))
+    return asyncio.run(closed_loop(target, concurrency, seconds))
 
 
 _WRK_SCRIPT = """
