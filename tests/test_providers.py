@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from shapes import content_blocks, follow_up
 
 from claude_bridge.proxy.core import providers
 from claude_bridge.proxy.core.context import ReplyContext
@@ -58,45 +59,11 @@ def _translate(
 
 
 def _follow_up(blocks: list[dict[str, Any]], tools: list[Any] | None = None) -> dict[str, Any]:
-    """The next request Claude Code sends after a reply: the reply as history, then results."""
-    uses = [b for b in blocks if b["type"] == "tool_use"]
-    return {
-        "model": "claude-sonnet-4-5",
-        "max_tokens": 1000,
-        "tools": tools or [WEATHER],
-        "messages": [
-            {"role": "user", "content": "go"},
-            {"role": "assistant", "content": blocks},
-            {
-                "role": "user",
-                "content": [
-                    {"type": "tool_result", "tool_use_id": b["id"], "content": "ok"} for b in uses
-                ],
-            },
-        ],
-    }
+    return follow_up(blocks, tools or [WEATHER], model="claude-sonnet-4-5", max_tokens=1000)
 
 
 def _stream_blocks(body: bytes, ctx: ReplyContext = CTX) -> list[dict[str, Any]]:
-    blocks: list[dict[str, Any]] = []
-    for event in translate_sse(body, ctx):
-        if event["type"] == "content_block_start":
-            blocks.append({**event["content_block"], "_json": ""})
-        elif event["type"] == "content_block_delta":
-            block, delta = blocks[event["index"]], event["delta"]
-            if delta["type"] == "input_json_delta":
-                block["_json"] += delta["partial_json"]
-            elif delta["type"] == "signature_delta":
-                block["signature"] += delta["signature"]
-            elif delta["type"] == "thinking_delta":
-                block["thinking"] += delta["thinking"]
-            elif delta["type"] == "text_delta":
-                block["text"] += delta["text"]
-    for block in blocks:
-        raw = block.pop("_json")
-        if block["type"] == "tool_use":
-            block["input"] = json.loads(raw)
-    return blocks
+    return content_blocks(translate_sse(body, ctx))
 
 
 # -- detection -----------------------------------------------------------------------------

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from shapes import follow_up
 
 from claude_bridge.proxy.core.context import ReplyContext
 from claude_bridge.proxy.core.errors import UpstreamError
@@ -160,23 +161,9 @@ def test_reply_round_trips_into_the_next_request(case: str) -> None:
     uses = [b for b in blocks if b["type"] == "tool_use"]
     request_path = DATA / f"{case}.request.json"
     tools = _load(request_path)["tools"] if request_path.exists() else []
-    follow_up = {
-        "model": MODEL,
-        "max_tokens": 100,
-        "tools": tools,
-        "messages": [
-            {"role": "user", "content": "go"},
-            {"role": "assistant", "content": blocks},
-            {
-                "role": "user",
-                "content": [
-                    {"type": "tool_result", "tool_use_id": b["id"], "content": "ok"} for b in uses
-                ],
-            },
-        ],
-    }
+    next_request = follow_up(blocks, tools, model=MODEL, max_tokens=100)
     body = translate_request(
-        parse_body(json.dumps(follow_up).encode(), MessagesRequest),
+        parse_body(json.dumps(next_request).encode(), MessagesRequest),
         RequestOptions(model="big-model"),
     ).body
     assistant = body["messages"][1]

@@ -17,6 +17,7 @@ from typing import Any
 import anthropic
 import httpx2
 import pytest
+from shapes import content_blocks
 
 from claude_bridge.proxy.core.checker import check_stream, check_wire
 from claude_bridge.proxy.core.context import ReplyContext
@@ -131,26 +132,6 @@ def _sdk_final_message(body: bytes) -> anthropic.types.Message:
         return stream.get_final_message()
 
 
-def _blocks(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The content the events describe, accumulated without the SDK."""
-    blocks: list[dict[str, Any]] = []
-    for event in events:
-        if event["type"] == "content_block_start":
-            blocks.append({**event["content_block"], "_json": ""})
-        elif event["type"] == "content_block_delta":
-            block, delta = blocks[event["index"]], event["delta"]
-            if delta["type"] == "input_json_delta":
-                block["_json"] += delta["partial_json"]
-            else:
-                field = delta["type"].removesuffix("_delta")
-                block[field] += delta[field]
-    for block in blocks:
-        if block["type"] == "tool_use":
-            block["input"] = json.loads(block["_json"])
-        del block["_json"]
-    return blocks
-
-
 @pytest.mark.parametrize("case", CASES)
 def test_the_python_sdk_accumulates_the_output(case: str) -> None:
     body = (DATA / f"{case}.anthropic.sse").read_bytes()
@@ -162,7 +143,9 @@ def test_the_python_sdk_accumulates_the_output(case: str) -> None:
         assert raised.value.body["error"] == events[-1]["error"]
         return
     message = _sdk_final_message(body)
-    assert [block.model_dump(exclude_none=True) for block in message.content] == _blocks(events)
+    assert [block.model_dump(exclude_none=True) for block in message.content] == content_blocks(
+        events
+    )
     delta = next(e for e in events if e["type"] == "message_delta")
     assert message.stop_reason == delta["delta"]["stop_reason"]
     assert message.stop_sequence == delta["delta"]["stop_sequence"]
@@ -265,7 +248,7 @@ def _unrepairable(tool_input: dict[str, Any]) -> Any:
 @pytest.mark.parametrize("case", [c for c in CASES if c not in FAILING and _indexed(c)])
 def test_streaming_and_non_streaming_agree(case: str) -> None:
     events = translate_sse(_upstream(case), CTX)
-    streamed = _blocks(events)
+    streamed = content_blocks(events)
     delta = next(e for e in events if e["type"] == "message_delta")
     completion = _accumulate(_upstream(case))
     whole = translate_response(completion, CTX, output_estimate=delta["usage"]["output_tokens"])
