@@ -40,6 +40,7 @@ Mode = Literal["openai", "anthropic"]
 """How an upstream is spoken to: translated to Chat Completions, or passed through to its own
 Anthropic `/v1/messages`."""
 TOML_ONLY = ("routes", "upstreams")
+LogLevel = Literal["debug", "info", "warning", "error"]
 
 
 def _known_provider(value: str | None) -> str | None:
@@ -110,6 +111,17 @@ class Settings(BaseModel):
         None,
         description="When set, clients must present it as `x-api-key` or `Authorization: Bearer`.",
     )
+    allowed_hosts: list[str] = Field(
+        default_factory=list,
+        description="More `Host` names clients may use (comma-separated in the environment); "
+        "loopback names and the address `serve` binds are always accepted, anything else gets "
+        "403 (DNS rebinding).",
+    )
+    allowed_origins: list[str] = Field(
+        default_factory=list,
+        description="Browser origins (`https://app.example`) allowed to call the proxy "
+        "(comma-separated in the environment); a request with any other `Origin` gets 403.",
+    )
     host: str = Field("127.0.0.1", description="Address `serve` binds.")
     port: int = Field(8082, ge=0, le=65535, description="Port `serve` listens on.")
     connect_timeout: float = Field(10.0, gt=0, description="Seconds to connect upstream.")
@@ -120,6 +132,12 @@ class Settings(BaseModel):
         "stream may go without an upstream event, and a non-streaming body may take to arrive.",
     )
     max_connections: int = Field(100, ge=1, description="Upstream connection pool size.")
+    pool_timeout: float = Field(
+        30.0,
+        gt=0,
+        description="Seconds a request may wait for a free upstream connection; past it the "
+        "client gets 529 `overloaded_error` with `retry-after`.",
+    )
     retries: int = Field(
         2,
         ge=0,
@@ -143,7 +161,7 @@ class Settings(BaseModel):
     ping_interval: float = Field(
         10.0, gt=0, description="Seconds of upstream silence before a stream gets a `ping`."
     )
-    log_level: str = Field("info", description="debug, info, warning or error.")
+    log_level: LogLevel = Field("info", description="debug, info, warning or error.")
     record: bool = Field(
         False, description="Record every exchange to a journal (`serve --record`)."
     )
@@ -179,7 +197,12 @@ class Settings(BaseModel):
                 )
         return self
 
-    @field_validator("record_redact", mode="before")
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _lower(cls, value: Any) -> Any:
+        return value.lower() if isinstance(value, str) else value
+
+    @field_validator("record_redact", "allowed_hosts", "allowed_origins", mode="before")
     @classmethod
     def _comma_separated(cls, value: Any) -> Any:
         if isinstance(value, str):
