@@ -93,8 +93,16 @@ class Connection:
     def close(self) -> None:
         self.writer.close()
 
-    async def exchange(self, request: bytes, keep_body: bool = True) -> Timing:
-        started = time.perf_counter()
+    async def exchange(
+        self,
+        request: bytes,
+        keep_body: bool = True,
+        waits: list[tuple[float, float]] | None = None,
+    ) -> Timing:
+        """One request and its answer; `waits`, when given, gets each wait for a piece of a
+        chunked body (the first from the request): (when it ended, how long), in seconds of
+        `time.perf_counter`."""
+        started = last = time.perf_counter()
         self.writer.write(request)
         reader = self.reader
         head = await reader.readuntil(b"\r\n\r\n")
@@ -115,6 +123,10 @@ class Connection:
                 size_line = await reader.readuntil(b"\r\n")
                 size = int(size_line.split(b";", 1)[0], 16)
                 data = await reader.readexactly(size + 2)
+                if waits is not None:
+                    now = time.perf_counter()
+                    waits.append((now, now - last))
+                    last = now
                 if not ttfb:
                     ttfb = time.perf_counter() - started
                 if size == 0:

@@ -182,6 +182,31 @@ def start(
     return server
 
 
+def routed_bench(
+    bridge_cmd: str | None, tmp: Path, name: str, model: str, command: Callable[[int], list[str]]
+) -> Bench:
+    """The benchmark's servers (not started yet: `start_all`) plus a second upstream, `name`,
+    started now from `command(port)` (it must answer `GET /stats`), to which the bridge sends
+    the client model `model`: a route in a config file in `tmp`, the bridge's
+    `CLAUDE_BRIDGE_HOME`. For a scenario whose upstream must not be the shared one."""
+    port = free_port()
+    second = start(name, command(port), {}, tmp, port, "/stats")
+    base_url = json.dumps(f"http://127.0.0.1:{port}/v1")
+    (tmp / "config.toml").write_text(
+        f'[upstreams.{name}]\nbase_url = {base_url}\napi_key = "sk-bench"\n\n'
+        f'[[routes]]\npattern = "{model}"\nupstream = "{name}"\nmodel = "{BIG_MODEL}"\n'
+    )
+    options = argparse.Namespace(
+        bridge_cmd=bridge_cmd,
+        bridge_env=[f"CLAUDE_BRIDGE_HOME={tmp}"],
+        litellm=None,
+        no_wrk=True,
+    )
+    bench = Bench(options, QUICK, tmp)
+    bench.servers.append(second)
+    return bench
+
+
 def slow_model(delay_ms: int) -> str:
     """LiteLLM drops `metadata.user_id`, so its slow streams come from a model whose
     `api_base` path asks the upstream for the delay."""

@@ -27,7 +27,7 @@ from claude_bridge.proxy.events import Exchange
 from claude_bridge.proxy.logs import failed
 
 from . import render
-from .render import Finished, ServerInfo, View
+from .render import Finished, ServerInfo, Spend, View
 
 log = logging.getLogger("claude_bridge.dashboard")
 
@@ -38,6 +38,8 @@ MAX_IN_FLIGHT = 1000
 INBOX = 100_000
 """Events waiting for the next frame; beyond this the oldest are dropped, never the proxy."""
 MAX_ERROR_TYPES = 20
+MAX_SESSIONS = 50
+"""Client sessions whose totals are kept, the most recently active ones."""
 MAX_REPORTED = 20
 """Distinct frame failures logged; the display keeps saying so after that."""
 
@@ -79,7 +81,9 @@ class Dashboard:
         self._recent: deque[Finished] = deque(maxlen=recent)
         self._requests = 0
         self._errors = 0
-        self._input = self._cached = self._output = 0
+        self._input = self._cached = self._output = self._written = 0
+        self._spend = Spend()
+        self._sessions: dict[str, Spend] = {}
         self._error_types: Counter[str] = Counter()
         self._second = [-1] * 60
         self._per_second = [0] * 60
@@ -115,6 +119,15 @@ class Dashboard:
         self._input += exchange.input_tokens
         self._cached += exchange.cached_tokens
         self._output += exchange.output_tokens
+        self._written += exchange.cache_write_tokens
+        self._spend = self._spend.plus(exchange)
+        session = exchange.session_id
+        if session is not None:
+            # Re-inserted, so the dict runs from the least to the most recently active.
+            spent = self._sessions.pop(session, Spend())
+            self._sessions[session] = spent.plus(exchange)
+            if len(self._sessions) > MAX_SESSIONS:
+                del self._sessions[next(iter(self._sessions))]
         if failed(exchange):
             self._errors += 1
             kind = exchange.error_type or f"http {exchange.status}"
@@ -158,6 +171,9 @@ class Dashboard:
                 ttft_p95=percentile(ttfts, 0.95),
                 window=len(ok),
                 error_types=self._error_types.most_common(),
+                cache_write_tokens=self._written,
+                spend=self._spend,
+                sessions=list(reversed(self._sessions.items())),
             )
 
     # -- drawing ------------------------------------------------------------------------------

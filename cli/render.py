@@ -7,6 +7,8 @@
 from __future__ import annotations
 
 import re
+import shlex
+import textwrap
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -23,13 +25,34 @@ from claude_bridge.proxy.config import Settings
 from claude_bridge.proxy.core.routing import DEFAULT_UPSTREAM
 from claude_bridge.proxy.events import Exchange
 
+OR_CODE = "   or run: claude-bridge code"
+"""After the paste line when there is room: `code` starts Claude Code on a running `serve` of
+the same configuration, or on one of its own."""
+
+
+def client_command(host: str, port: int, token: str | None) -> str:
+    """The line that runs Claude Code on the proxy at `host`:`port`.
+
+    `ANTHROPIC_AUTH_TOKEN`, not `ANTHROPIC_API_KEY`: an interactive Claude Code asks before it
+    uses an API key from the environment, with "No" preselected, and then ignores it; a token
+    it uses at once (PROTOCOL.md 11.5). It needs some credential even when the proxy asks for
+    none, or it opens its login screen (11.6): any value does then."""
+    address = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(host, host)
+    if ":" in address:
+        address = f"[{address}]"
+    credential = shlex.quote(token) if token else "unused"
+    return f"ANTHROPIC_BASE_URL=http://{address}:{port} ANTHROPIC_AUTH_TOKEN={credential} claude"
+
 
 @dataclass(frozen=True)
 class ServerInfo:
-    """What the dashboard header says about the server: nothing secret in here."""
+    """What the dashboard header says about the server. The one secret is the client token in
+    `paste`, shown so the user can paste it; JSON and piped output redact it."""
 
     listen: str
     upstream: str
+    paste: str = ""
+    """The line to run Claude Code on this proxy with (`client_command`)."""
     big_model: str | None = None
     small_model: str | None = None
     version: str = ""
@@ -37,6 +60,8 @@ class ServerInfo:
     """The journal being written, if any."""
     replay: str | None = None
     """The journal upstream answers come from (`--upstream-replay`), if any."""
+    warnings: tuple[str, ...] = ()
+    """What is missing or suspicious in the settings, with the fix (`proxy.diagnose`)."""
 
     @classmethod
     def from_settings(
@@ -46,16 +71,20 @@ class ServerInfo:
         version: str = "",
         recording: str | None = None,
         replay: str | None = None,
+        warnings: tuple[str, ...] = (),
     ) -> ServerInfo:
         public = settings.public()
+        token = settings.auth_token.get_secret_value() if settings.auth_token else None
         return cls(
             listen=f"{public['host']}:{public['port']}",
             upstream=upstreams_label(settings),
+            paste=client_command(settings.host, settings.port, token),
             big_model=public["big_model"],
             small_model=public["small_model"],
             version=version,
             recording=recording,
             replay=replay,
+            warnings=warnings,
         )
 
 
@@ -93,6 +122,41 @@ class View:
     """How many successful recent requests the percentiles are over."""
     error_types: Sequence[tuple[str, int]] = ()
     """Most frequent first."""
+    cache_write_tokens: int = 0
+    spend: Spend | None = None
+    """Cost and cache use of every finished request."""
+    sessions: Sequence[tuple[str, Spend]] = ()
+    """By client session (Claude Code's session id), the latest first."""
+
+
+@dataclass(frozen=True)
+class Spend:
+    """What some finished requests cost and how much of their input came from a cache."""
+
+    requests: int = 0
+    usd: float = 0.0
+    unpriced: int = 0
+    """Requests whose cost is unknown (no price for their model): not in `usd`."""
+    prompt: int = 0
+    cached: int = 0
+
+    def plus(self, exchange: Exchange) -> Spend:
+        usd = 0.0 if exchange.cost is None else exchange.cost.usd  # None: not priced at all
+        return Spend(
+            self.requests + 1,
+            self.usd + (usd or 0.0),
+            self.unpriced + (usd is None),
+            self.prompt
+            + exchange.input_tokens
+            + exchange.cached_tokens
+            + exchange.cache_write_tokens,
+            self.cached + exchange.cached_tokens,
+        )
+
+    @property
+    def hit(self) -> float | None:
+        """Cached input over all input."""
+        return self.cached / self.prompt if self.prompt else None
 
 
 # -- small formatters ---------------------------------------------------------------------
@@ -140,6 +204,28 @@ def seconds(value: float | None) -> str:
     return f"{int(value // 3600)}h{int(value % 3600 // 60):02d}m"
 
 
+def money(usd: float | None) -> str:
+    """A cost in 7 characters (under $100k): ?, $0, $0.0123, $12.34, $1,234, $12,345."""
+    if usd is None:
+        return "?"
+    if usd == 0:
+        return "$0"
+    if usd < 0.99995:
+        return f"${usd:.4f}"
+    if usd < 99.995:
+        return f"${usd:.2f}"
+    return f"${usd:,.0f}"
+
+
+def percent(ratio: float | None) -> str:
+    return "-" if ratio is None else f"{ratio * 100:.0f}%"
+
+
+def cost_text(exchange: Exchange) -> str:
+    """An exchange's cost: "-" before it is priced, "?" when its price is unknown."""
+    return "-" if exchange.cost is None else money(exchange.cost.usd)
+
+
 def count(value: int) -> str:
     """A token count in 5 characters (under a billion): 999, 12.3k, 123k, 1.23M, 12.3M, 123M."""
     if value < 1000:
@@ -178,7 +264,10 @@ def models(exchange: Exchange) -> str:
     target = routed_to(
         exchange.upstream, "" if upstream in (client, exchange.client_model) else upstream
     )
-    return f"{client} → {target}" if target else client
+    label = f"{client} → {target}" if target else client
+    if exchange.routed_by.startswith("rule "):  # `rule 2 (pattern)`: which one took it
+        label += f" [{exchange.routed_by.partition(' (')[0]}]"
+    return f"↳ {label}" if exchange.agent_id else label  # a subagent's request
 
 
 def status_style(status: int) -> str:
@@ -210,9 +299,15 @@ def error_text(exchange: Exchange) -> str:
     return f"{exchange.error_type}: {first}" if exchange.error_type else first
 
 
+CANCELLED = "cancelled"
+"""Shown for a stream its client closed early, beside the tokens it had got."""
+
+
 def result(exchange: Exchange) -> Piece:
     if exchange.error:
         return error_text(exchange), "red"
+    if exchange.cancelled:
+        return CANCELLED, "yellow"
     return (exchange.stop_reason, "") if exchange.stop_reason else ("-", "dim")
 
 
@@ -386,6 +481,7 @@ RECENT_COLUMNS = (
     Column("in", 5, 1),
     Column("cached", 6, 4),
     Column("out", 5, 1),
+    Column("cost", 7, 4),
     Column("stop / error", None, 0, "left", min_width=20),
 )
 
@@ -420,6 +516,7 @@ def recent_row(done: Finished) -> Row:
         "in": ("-" if refused else count(exchange.input_tokens), ""),
         "cached": ("-" if refused else count(exchange.cached_tokens), ""),
         "out": ("-" if refused else count(exchange.output_tokens), ""),
+        "cost": ("-" if refused else cost_text(exchange), ""),
         "stop / error": result(exchange),
     }
 
@@ -471,12 +568,32 @@ def header(view: View) -> list[Line]:
             (count(view.cached_tokens), "cyan"),
             ("  out ", label),
             (count(view.output_tokens), "cyan"),
+            ("  cache writes ", label),
+            (count(view.cache_write_tokens), "cyan"),
+            ("  cache hit ", label),
+            (percent(view.spend.hit if view.spend else None), "cyan"),
         ],
-        [
-            ("clients  ", label),
-            (f"ANTHROPIC_BASE_URL=http://{info.listen} claude", "green"),
-        ],
+        cost_line(view),
+        [(info.paste, "green")],
     ]
+
+
+def cost_line(view: View) -> Line:
+    """The cost so far, and per client session, latest first (as many as the width shows)."""
+    label = "dim"
+    spend = view.spend or Spend()
+    line: Line = [("cost     ", label), (money(spend.usd), "bold")]
+    if spend.unpriced:
+        line.append((f" + {spend.unpriced} unpriced", "yellow"))
+    if view.sessions:
+        line.append(("  sessions", label))
+    for session, used in view.sessions:
+        line += [
+            (f"  {session[:8]} ", label),
+            (money(used.usd) + ("+?" if used.unpriced else ""), ""),
+            (f" {used.requests} req, hit {percent(used.hit)}", label),
+        ]
+    return line
 
 
 def footer(view: View) -> list[Line]:
@@ -498,16 +615,43 @@ def footer(view: View) -> list[Line]:
     return [latency, errors]
 
 
-HEADER_LINES = 5
+def warning_lines(warnings: Sequence[str], width: int) -> list[Line]:
+    """Each start-up warning, wrapped (not cut: the fix is at the end) under a label."""
+    lines: list[Line] = []
+    for warning in warnings:
+        for i, part in enumerate(textwrap.wrap(warning, max(width - 9, 20))):
+            label = ("warning  ", "bold yellow") if i == 0 else (" " * 9, "")
+            lines.append([label, (part, "yellow")])
+    return lines
+
+
+def stopping_line(in_flight: int, ends_in: float | None) -> str:
+    """What `serve` says at once on Ctrl-C (and on a second one, `ends_in` 0)."""
+    requests = f"{in_flight} request{'' if in_flight == 1 else 's'} in flight"
+    if ends_in == 0:
+        return f"stopping: ending {requests} now, each with an error"
+    if not in_flight:
+        return "stopping: no requests in flight"
+    if ends_in is None:
+        return f"stopping: waiting for {requests} to finish; Ctrl-C again ends them now"
+    limit = seconds(ends_in)
+    return f"stopping: {requests} get up to {limit} to finish; Ctrl-C again ends them now"
+
+
+HEADER_LINES = 6
 FOOTER_LINES = 2
 
 
 def dashboard(view: View, width: int, height: int) -> Frame:
     """The whole screen, at most `width` columns and `height` lines."""
     width = max(width, 40)
+    warnings = warning_lines(view.info.warnings, width)
     # Below about 16 lines not everything fits: rich's Live crops the bottom.
-    budget = max(height - HEADER_LINES - FOOTER_LINES - 1, 4)
-    lines = [*header(view), []]
+    budget = max(height - HEADER_LINES - len(warnings) - FOOTER_LINES - 1, 4)
+    head = header(view)
+    if cell_len(view.info.paste + OR_CODE) <= width:
+        head[-1].append((OR_CODE, "dim"))  # the header ends with the paste line
+    lines = [*head, *warnings, []]
     flying = list(view.in_flight)
     if flying:
         # In-flight rows take at most a third of the room; the rest is for recent requests.
@@ -550,9 +694,16 @@ def exchange_line(exchange: Exchange, at: datetime | None = None) -> Text:
         if exchange.cached_tokens:
             line.append(f" (+{count(exchange.cached_tokens)} cached)", style="cyan")
         line.append(f" out {count(exchange.output_tokens)}", style="cyan")
+        if exchange.cost is not None:
+            line.append(f" {cost_text(exchange)}", style="cyan")
         if exchange.stop_reason and not exchange.error:
             line.append(f"  {exchange.stop_reason}", style="dim")
+        elif exchange.cancelled and not exchange.error:
+            line.append(f"  {CANCELLED}", style="yellow")
     if exchange.error:
         line.append(f"  {error_text(exchange)[:120]}", style="red")
     line.append(f"  {exchange.id}", style="dim")
+    if exchange.session_id:
+        agent = f" agent {exchange.agent_id}" if exchange.agent_id else ""
+        line.append(f"  session {exchange.session_id[:8]}{agent}", style="dim")
     return line

@@ -10,9 +10,11 @@ import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
+import anyio
 import httpx
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
@@ -21,10 +23,15 @@ from . import __version__
 from .config import Settings
 from .core.errors import BridgeError, InvalidRequest
 from .core.ids import new_request_id
+from .disconnect import Departures
 from .drain import Drain
 from .events import Bus, Exchange
+from .guard import Guard
 from .journal.writer import Recorder
+from .metrics import Metrics
+from .models_api import ModelsApi, hello
 from .pipeline import Pipeline
+from .pricing import routed_models
 from .tokenizer import count_text, encoding
 from .upstream import Upstreams
 
@@ -42,7 +49,17 @@ def json_response(data: Any, status: int = 200, headers: dict[str, str] | None =
 
 def error_response(error: BridgeError, request_id: str) -> Response:
     headers = {"request-id": request_id, **error.headers}
+    if error.status >= 500:
+        # After an unhandled error uvicorn drops the connection once the answer is sent; said
+        # up front, the client opens a new one instead of losing its next request on a dead one.
+        headers["connection"] = "close"
     return json_response(error.body(request_id), error.status, headers)
+
+
+def gone() -> Response:
+    """The answer to a client that disconnected: nobody reads it (the server drops it), but a
+    route that returns one is not logged as failing."""
+    return Response(status_code=499)
 
 
 class TooLarge(BridgeError):
@@ -83,25 +100,39 @@ def client_token(request: Request) -> str:
 
 
 class Routes:
-    def __init__(self, settings: Settings, pipeline: Pipeline) -> None:
+    def __init__(
+        self, settings: Settings, pipeline: Pipeline, metrics: Metrics | None = None
+    ) -> None:
         self.settings = settings
         self.pipeline = pipeline
+        self.departures = Departures()
+        self.metrics = metrics
+        # `GET /` tells anyone only that this is claude-bridge and its version; where the key
+        # goes is for clients holding the auth token, and nobody's when none is set.
+        self._health: dict[str, Any] = {"status": "ok", "version": __version__}
         hosts = {name: u.host for name, u in pipeline.upstreams.named.items()}
-        self._health: dict[str, Any] = {
-            "status": "ok",
-            "version": __version__,
-            "upstream": pipeline.upstreams.default.host,
-        }
+        self._health_detail = {**self._health, "upstream": pipeline.upstreams.default.host}
         if len(hosts) > 1:
-            self._health["upstreams"] = hosts
+            self._health_detail["upstreams"] = hosts
         token = settings.auth_token
         self._token = token.get_secret_value().encode() if token else None
+        # How `code` knows a running serve is its configuration's (Settings.fingerprint): for
+        # the token's holders, or anyone when there is no token (anyone may use it then).
+        self._health_detail["config"] = settings.fingerprint()
+        if token is None:
+            self._health["config"] = self._health_detail["config"]
+
+    def holds_token(self, request: Request) -> bool:
+        """Whether the client presented the auth token (none is set: nobody holds it)."""
+        # Constant time, so the token cannot be guessed byte by byte from response timings.
+        return self._token is not None and hmac.compare_digest(
+            client_token(request).encode(), self._token
+        )
 
     def authorize(self, request: Request) -> None:
         if self._token is None:
             return
-        # Constant time, so the token cannot be guessed byte by byte from response timings.
-        if not hmac.compare_digest(client_token(request).encode(), self._token):
+        if not self.holds_token(request):
             raise Unauthorized("invalid or missing API key for this claude-bridge")
 
     async def messages(self, request: Request) -> Response:
@@ -112,24 +143,28 @@ class Routes:
             exchange.trace.client_request(request.method, request.url.path, request.headers.items())
         try:
             self.authorize(request)
-            prepared = self.pipeline.prepare(await read_body(request), exchange, request.headers)
-            if prepared.request.stream:
-                body = await self.pipeline.open_stream(prepared, exchange)
-                # Started here, the relay is finalized (closing the upstream) even if the
-                # client leaves before the response begins; an unstarted one never would be.
-                first = await anext(body)
-                return StreamingResponse(
-                    _prepend(first, body),
-                    media_type="text/event-stream",
-                    headers={**headers, "cache-control": "no-cache", "x-accel-buffering": "no"},
-                )
-            message = await self.pipeline.complete(prepared, exchange)
+            raw = await read_body(request)
+            # Until the response begins (then Starlette listens), a client that leaves cancels
+            # the work: in a worker, in the pool's queue, or at the upstream.
+            async with self.departures.watch(request.receive):
+                prepared = await self.pipeline.prepare(raw, exchange, request.headers)
+                if prepared.stream:
+                    body = await self.pipeline.open_stream(prepared, exchange)
+                    # Started here, the relay is finalized (closing the upstream) even if the
+                    # client leaves before the response begins; an unstarted one never would be.
+                    first = await anext(body)
+                    return StreamingResponse(
+                        _prepend(first, body),
+                        media_type="text/event-stream",
+                        headers={**headers, "cache-control": "no-cache", "x-accel-buffering": "no"},
+                    )
+                message = await self.pipeline.complete(prepared, exchange)
         except BridgeError as error:
             self.pipeline.end(exchange, error.status, error)
             return error_response(error, exchange.id)
         except ClientDisconnect:
             self.pipeline.end(exchange, 499, InvalidRequest("client disconnected"))
-            raise
+            return gone()
         except Exception:
             # A bug of ours: `server_error` answers; listeners must still see the exchange end.
             self.pipeline.end(exchange, 500, BridgeError("internal proxy error"))
@@ -138,16 +173,37 @@ class Routes:
         return json_response(message, headers=headers)
 
     async def count_tokens(self, request: Request) -> Response:
+        response = await self._count_tokens(request)
+        if self.metrics is not None:  # no exchange and no bus event: counted here
+            self.metrics.count_tokens(response.status_code)
+        return response
+
+    async def _count_tokens(self, request: Request) -> Response:
         request_id = new_request_id()
         try:
             self.authorize(request)
-            counted = await self.pipeline.count_tokens(await read_body(request))
+            raw = await read_body(request)
+            async with self.departures.watch(request.receive):  # a big body's worker stops
+                counted = await self.pipeline.count_tokens(raw)
         except BridgeError as error:
             return error_response(error, request_id)
+        except ClientDisconnect:
+            return gone()
         return json_response(counted, headers={"request-id": request_id})
 
+    async def scrape(self, request: Request) -> Response:
+        """`GET /metrics`: Prometheus' text format, behind the auth token when one is set."""
+        assert self.metrics is not None
+        try:
+            self.authorize(request)
+        except BridgeError as error:
+            return error_response(error, new_request_id())
+        body, content_type = self.metrics.exposition(request.headers.get("accept"))
+        return Response(body, headers={"content-type": content_type})
+
     async def health(self, request: Request) -> Response:
-        return json_response(self._health, headers={"request-id": new_request_id()})
+        health = self._health_detail if self.holds_token(request) else self._health
+        return json_response(health, headers={"request-id": new_request_id()})
 
 
 async def http_error(request: Request, exc: Exception) -> Response:
@@ -185,17 +241,33 @@ def create_app(
     upstreams = Upstreams(settings, transport=transport)
     drain = Drain()
     pipeline = Pipeline(settings, upstreams, bus, encoder=lambda: count_text, drain=drain)
-    routes = Routes(settings, pipeline)
+    metrics = Metrics() if settings.metrics else None
+    if metrics is not None:
+        bus.subscribe(metrics)
+    routes = Routes(settings, pipeline, metrics)
+    models = ModelsApi(
+        settings, pipeline.windows, authorize=routes.authorize, render=error_response
+    )
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         # Loading the BPE ranks takes a fraction of a second: do it before the first request.
         warm = asyncio.create_task(asyncio.to_thread(encoding))
+        # The price table takes as long; looked up first in a request, it would stall the loop.
+        prices = asyncio.create_task(
+            asyncio.to_thread(pipeline.pricing.warm, routed_models(settings))
+        )
+        # anyio loads its asyncio backend at the first cancel scope: without this, the first
+        # request would wait for that import (tens of milliseconds, most of what it cost).
+        with anyio.CancelScope():
+            pass
         try:
             yield
         finally:
             await warm
+            await prices
             await upstreams.aclose()
+            await pipeline.aclose()
             if recorder is not None:
                 recorder.close()
 
@@ -203,8 +275,14 @@ def create_app(
         routes=[
             Route("/v1/messages", routes.messages, methods=["POST"]),
             Route("/v1/messages/count_tokens", routes.count_tokens, methods=["POST"]),
-            Route("/", routes.health, methods=["GET"]),
+            Route("/", routes.health, methods=["GET"]),  # and HEAD, as every GET route
+            Route("/v1/models", models.list, methods=["GET"]),
+            Route("/v1/models/{model_id:path}", models.retrieve, methods=["GET"]),
+            Route("/api/hello", hello, methods=["GET"]),  # Claude Code's warm-up HEAD
+            *([Route("/metrics", routes.scrape, methods=["GET"])] if metrics else []),
         ],
+        # First thing every request meets, before routing, auth or the body (proxy/guard.py).
+        middleware=[Middleware(Guard, settings=settings, render=error_response)],
         exception_handlers={HTTPException: http_error, Exception: server_error},
         lifespan=lifespan,
     )

@@ -7,19 +7,26 @@ names (`OPENAI_BASE_URL`, `OPENAI_API_KEY`, `BIG_MODEL`, `SMALL_MODEL`).
 
 from __future__ import annotations
 
+import difflib
+import hashlib
+import json
 import os
+import textwrap
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 import tomli_w
+from dotenv import dotenv_values
 from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
     SecretStr,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -39,8 +46,11 @@ LEGACY_ENV = {
 Mode = Literal["openai", "anthropic"]
 """How an upstream is spoken to: translated to Chat Completions, or passed through to its own
 Anthropic `/v1/messages`."""
-TOML_ONLY = ("routes", "upstreams")
+TOML_ONLY = ("routes", "upstreams", "prices", "models")
 LogLevel = Literal["debug", "info", "warning", "error"]
+MAX_SECONDS = 1_000_000.0
+"""The longest timeout or interval (11.6 days, as good as none): longer ones, `inf` above all,
+overflow the event loop's and aiohttp's timers, a traceback on every request."""
 
 
 def _known_provider(value: str | None) -> str | None:
@@ -49,7 +59,81 @@ def _known_provider(value: str | None) -> str | None:
     return value
 
 
-class RouteRule(BaseModel):
+def _base_url(value: str) -> str:
+    """An http(s) URL with a host, like `https://api.openai.com/v1`: anything else would fail
+    on every request instead of at start."""
+    try:
+        parts = urlsplit(value)
+        parts.port  # noqa: B018 - raises ValueError on a port that is not a number 0-65535
+    except ValueError:
+        raise ValueError("is not a valid URL (like https://api.openai.com/v1)") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(
+            "must be an http:// or https:// URL with a host, like http://127.0.0.1:8080/v1"
+        )
+    return value
+
+
+def _one_authorization(key: SecretStr | None, info: ValidationInfo) -> SecretStr | None:
+    """A base URL's `user:password@` is sent as HTTP Basic auth: refused next to a key, which
+    would be the same `Authorization` header."""
+    url = info.data.get("openai_base_url", info.data.get("base_url"))
+    if key is not None and key.get_secret_value() and isinstance(url, str) and _userinfo(url):
+        raise ValueError(
+            "the base URL has `user:password@` (sent as HTTP Basic auth) and a key is set too; "
+            "both would be the Authorization header: keep one"
+        )
+    return key
+
+
+def _userinfo(url: str) -> bool:
+    return "@" in urlsplit(url).netloc
+
+
+def url_password(url: str) -> str | None:
+    """The password of a base URL's `user:password@`, as sent (percent-decoded)."""
+    password = urlsplit(url).password
+    return unquote(password) if password else None
+
+
+def masked_url(url: str) -> str:
+    """`url` with the password of its `user:password@` masked, for display."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = f"{parts.username}:****@{parts.netloc.rpartition('@')[2]}"
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+def without_credentials(url: str) -> str:
+    """`url` without its `user:password@`."""
+    parts = urlsplit(url)
+    return urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
+
+
+class PriceSettings(BaseModel):
+    """One model's price (`[prices."MODEL"]`), in USD per million tokens."""
+
+    model_config = ConfigDict(extra="forbid")
+    input: float = Field(ge=0)
+    output: float = Field(ge=0)
+    cache_read: float | None = Field(None, ge=0)
+    """Unset: the input price."""
+    cache_write: float | None = Field(None, ge=0)
+    """Unset: the input price."""
+
+
+class ModelLimits(BaseModel):
+    """What one upstream model holds (`[models."MODEL"]`, or on a route)."""
+
+    model_config = ConfigDict(extra="forbid")
+    context_window: int | None = Field(None, ge=1)
+    """Tokens of input (and output) the model takes; unset: the genai-prices table's."""
+    max_output_tokens: int | None = Field(None, ge=1)
+    """The most it writes in one answer: `max_tokens` above it is lowered to it."""
+
+
+class RouteRule(ModelLimits):
     model_config = ConfigDict(extra="forbid")
     pattern: str
     model: str | None = None
@@ -59,7 +143,8 @@ class RouteRule(BaseModel):
 class UpstreamSettings(BaseModel):
     """One named upstream (`[upstreams.<name>]` in the config file)."""
 
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    # Errors never echo a value: it may be a key, or a URL with a password.
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, hide_input_in_errors=True)
     base_url: str
     api_key: SecretStr | None = None
     api_key_env: str | None = None
@@ -69,13 +154,17 @@ class UpstreamSettings(BaseModel):
     azure_api_version: str | None = None
 
     _provider = field_validator("provider")(_known_provider)
+    _url = field_validator("base_url")(_base_url)
+    _auth = field_validator("api_key")(_one_authorization)
 
 
 class Settings(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, hide_input_in_errors=True)
 
     openai_base_url: str = Field(
-        "https://api.openai.com/v1", description="Base URL of the OpenAI-compatible upstream."
+        "https://api.openai.com/v1",
+        description="Base URL of the OpenAI-compatible upstream; a `user:password@` in it is "
+        "sent as HTTP Basic auth (then leave the API key unset).",
     )
     openai_api_key: SecretStr | None = Field(
         None, description="API key sent upstream (`Authorization: Bearer`; Azure: `api-key`)."
@@ -122,12 +211,15 @@ class Settings(BaseModel):
         description="Browser origins (`https://app.example`) allowed to call the proxy "
         "(comma-separated in the environment); a request with any other `Origin` gets 403.",
     )
-    host: str = Field("127.0.0.1", description="Address `serve` binds.")
+    host: str = Field("127.0.0.1", min_length=1, description="Address `serve` binds.")
     port: int = Field(8082, ge=0, le=65535, description="Port `serve` listens on.")
-    connect_timeout: float = Field(10.0, gt=0, description="Seconds to connect upstream.")
+    connect_timeout: float = Field(
+        10.0, gt=0, le=MAX_SECONDS, description="Seconds to connect upstream."
+    )
     read_timeout: float = Field(
         600.0,
         gt=0,
+        le=MAX_SECONDS,
         description="Seconds to wait for upstream bytes before giving up; also the longest a "
         "stream may go without an upstream event, and a non-streaming body may take to arrive.",
     )
@@ -135,8 +227,16 @@ class Settings(BaseModel):
     pool_timeout: float = Field(
         30.0,
         gt=0,
+        le=MAX_SECONDS,
         description="Seconds a request may wait for a free upstream connection; past it the "
         "client gets 529 `overloaded_error` with `retry-after`.",
+    )
+    max_client_connections: int | None = Field(
+        None,
+        ge=1,
+        description="Client connections open at once; one more gets 503 `overloaded_error` "
+        "with `retry-after`. Unset: what the open-file limit (`ulimit -n`) leaves after the "
+        "upstream pool and a reserve for files.",
     )
     retries: int = Field(
         2,
@@ -148,6 +248,7 @@ class Settings(BaseModel):
     retry_backoff: float = Field(
         0.5,
         ge=0,
+        le=MAX_SECONDS,
         description="Seconds before the first retry; doubled (with jitter) for each next.",
     )
     stream_usage: bool = Field(
@@ -159,7 +260,10 @@ class Settings(BaseModel):
         None, ge=1, description="Clamp `max_tokens` to what the upstream model allows."
     )
     ping_interval: float = Field(
-        10.0, gt=0, description="Seconds of upstream silence before a stream gets a `ping`."
+        10.0,
+        gt=0,
+        le=MAX_SECONDS,
+        description="Seconds of upstream silence before a stream gets a `ping`.",
     )
     log_level: LogLevel = Field("info", description="debug, info, warning or error.")
     record: bool = Field(
@@ -178,8 +282,27 @@ class Settings(BaseModel):
         description="More header names whose values recordings leave out (comma-separated in "
         "the environment); secret settings and auth headers always are.",
     )
+    prices: dict[str, PriceSettings] = Field(
+        default_factory=dict,
+        description="USD per million tokens by upstream model (globs as in `routes`): "
+        '`[prices."deepseek-chat"]` with `input`, `output`, `cache_read`, `cache_write` (unset: '
+        "the input price). Beats the upstream's reported cost and the genai-prices table; a "
+        "local server costs 0 only if priced here.",
+    )
+    metrics: bool = Field(
+        True, description="Serve Prometheus metrics at `GET /metrics` (needs `auth_token` if set)."
+    )
+    models: dict[str, ModelLimits] = Field(
+        default_factory=dict,
+        description="By upstream model (globs as in `routes`): `[models.\"qwen3-coder\"]` with "
+        "`context_window` and `max_output_tokens` (also on a route). Used to lower `max_tokens`, "
+        "in `prompt is too long` errors and by `code` to tell Claude Code when to compact; "
+        "unset: the genai-prices table's window, if it knows the model.",
+    )
 
     _provider = field_validator("provider")(_known_provider)
+    _url = field_validator("openai_base_url")(_base_url)
+    _auth = field_validator("openai_api_key")(_one_authorization)
 
     @model_validator(mode="after")
     def _routes_name_upstreams(self) -> Settings:
@@ -209,6 +332,16 @@ class Settings(BaseModel):
             return [part.strip() for part in value.split(",") if part.strip()]
         return value
 
+    def fingerprint(self) -> str:
+        """Equal for two settings that answer every request alike, whatever address they listen
+        on, how they log or record, and which token they ask for: how `code` tells that a
+        running `serve` is this configuration's (`GET /` shows it). One-way, keys included, so
+        a changed key is a changed configuration and the digest gives no key away."""
+        data = self.model_dump(mode="json", exclude=set(_NOT_FINGERPRINTED))
+        keys = [e.api_key.get_secret_value() for e in self.endpoints().values() if e.api_key]
+        text = json.dumps([data, keys], sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(text.encode()).hexdigest()[:24]
+
     def rules(self) -> list[Rule]:
         return [Rule(r.pattern, r.model, r.upstream) for r in self.routes]
 
@@ -228,9 +361,42 @@ class Settings(BaseModel):
         data = self.model_dump(mode="json")
         for name in ("openai_api_key", "auth_token"):
             data[name] = _masked(getattr(self, name))
+        data["openai_base_url"] = masked_url(self.openai_base_url)
         for name, upstream in self.upstreams.items():
             data["upstreams"][name]["api_key"] = _masked(upstream.api_key)
+            data["upstreams"][name]["base_url"] = masked_url(upstream.base_url)
         return data
+
+    def secrets(self) -> list[str]:
+        """Every secret these settings hold: the upstream keys (named upstreams' too), the
+        client token, the passwords in base URLs. What logs and journals scrub."""
+        found: list[str] = []
+        for endpoint in self.endpoints().values():
+            if endpoint.api_key is not None:
+                found.append(endpoint.api_key.get_secret_value())
+            password = url_password(endpoint.base_url)
+            if password:
+                # As written in the URL, and as sent (percent-decoded), when they differ.
+                found += [password, urlsplit(endpoint.base_url).password or ""]
+        if self.auth_token is not None:
+            found.append(self.auth_token.get_secret_value())
+        return [secret for secret in dict.fromkeys(found) if secret]
+
+
+_NOT_FINGERPRINTED = (
+    "host",
+    "port",
+    "auth_token",
+    "allowed_hosts",
+    "allowed_origins",
+    "max_client_connections",
+    "log_level",
+    "record",
+    "record_dir",
+    "record_full",
+    "record_redact",
+    "metrics",
+)
 
 
 def _masked(secret: SecretStr | None) -> str | None:
@@ -256,34 +422,96 @@ def default_config_path(env: Mapping[str, str] | None = None) -> Path:
 
 
 def read_dotenv(path: Path) -> dict[str, str]:
-    """KEY=VALUE lines; `export`, comments and quotes as shells and python-dotenv allow."""
-    values: dict[str, str] = {}
+    """The KEY=VALUE pairs of a `.env` file, parsed by python-dotenv (quotes, comments,
+    `export`, escapes, `${VAR}`), without putting them into the environment."""
     if not path.is_file():
-        return values
-    for line in path.read_text(encoding="utf-8").splitlines():
-        line = line.strip()
-        if not line or line.startswith("#") or "=" not in line:
-            continue
-        key, _, value = line.removeprefix("export ").partition("=")
-        value = value.strip()
-        if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
-            value = value[1:-1]
-        elif " #" in value:
-            value = value.split(" #", 1)[0].rstrip()
-        values[key.strip()] = value
-    return values
+        return {}
+    try:
+        values = dotenv_values(path, encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read it ({exc.strerror or exc})") from None
+    return {key: value for key, value in values.items() if value is not None}
 
 
-def _from_env(env: Mapping[str, str]) -> dict[str, Any]:
+def _from_env(env: Mapping[str, str], where: str = "") -> tuple[dict[str, Any], dict[str, str]]:
+    """The settings `env` sets, and for each the variable it came from (for error messages)."""
     found: dict[str, Any] = {}
+    origins: dict[str, str] = {}
     for name in Settings.model_fields:
         if name in TOML_ONLY:
             continue
         for key in (f"{ENV_PREFIX}{name.upper()}", LEGACY_ENV.get(name)):
             if key and env.get(key, "") != "":
                 found[name] = env[key]
+                origins[name] = f"{key}{where}"
                 break
-    return found
+    return found, origins
+
+
+def _read_config(path: Path, explicit: bool) -> dict[str, Any]:
+    """The config file's settings; nothing when the default file does not exist."""
+    if path.is_dir():
+        raise ConfigError(f"{path}: is a directory, not a config file")
+    if not path.exists():
+        if explicit:
+            raise ConfigError(f"{path}: no such config file")
+        return {}
+    try:
+        return tomllib.loads(path.read_text(encoding="utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: {exc}") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read the config file ({exc.strerror or exc})") from None
+
+
+def _resolve_key_envs(
+    merged: dict[str, Any], lookup: Mapping[str, str], required: bool = True
+) -> None:
+    """Named upstreams' `api_key_env` read into their `api_key`, before validation, so the
+    key is validated (and refused next to a URL password) like one written in the file.
+    Not `required`: a variable that is not set leaves the key unset."""
+    upstreams = merged.get("upstreams")
+    if not isinstance(upstreams, dict):
+        return
+    resolved = dict(upstreams)
+    for name, upstream in upstreams.items():
+        if not isinstance(upstream, dict) or upstream.get("api_key") is not None:
+            continue
+        variable = upstream.get("api_key_env")
+        if isinstance(variable, str) and variable:
+            if not lookup.get(variable):
+                if not required:
+                    continue
+                raise ConfigError(f"setting upstreams.{name}.api_key_env: {variable} is not set")
+            resolved[name] = {**upstream, "api_key": lookup[variable]}
+    merged["upstreams"] = resolved
+
+
+def _unknown(loc: list[str]) -> str:
+    """A key no setting has, with the one it is closest to: a typo in the config file."""
+    model: type[BaseModel] | None = Settings if len(loc) == 1 else None
+    if len(loc) == 3 and loc[0] == "upstreams":
+        model = UpstreamSettings
+    elif len(loc) == 3 and loc[0] == "routes":
+        model = RouteRule
+    elif len(loc) == 3 and loc[0] == "models":
+        model = ModelLimits
+    close = difflib.get_close_matches(loc[-1], list(model.model_fields) if model else [], n=1)
+    return "no such setting" + (f"; did you mean {close[0]!r}?" if close else "")
+
+
+def _one_line(exc: ValidationError, origins: Mapping[str, str]) -> str:
+    """The first error as `setting NAME: what is wrong (where it was set)`."""
+    error = exc.errors(include_url=False)[0]
+    loc = [str(part) for part in error["loc"]]
+    message = error["msg"].removeprefix("Value error, ")
+    if error["type"] == "extra_forbidden":
+        message = _unknown(loc)
+    origin = origins.get(loc[0]) if loc else None
+    where = f" (from {origin})" if origin else ""
+    return f"setting{' ' if loc else ''}{'.'.join(loc)}: {message}{where}"
 
 
 def load_settings(
@@ -292,54 +520,95 @@ def load_settings(
     config_path: Path | None = None,
     env: Mapping[str, str] | None = None,
     dotenv_path: Path | None = Path(".env"),
+    keys: bool = True,
+    sources: dict[str, str] | None = None,
 ) -> Settings:
+    """Every layer merged and validated; any problem is a `ConfigError` of one line naming the
+    setting, where it was set and what is wrong. Without `keys` (no upstream will be called:
+    `--upstream-replay`), an `api_key_env` that is not set is no error. `sources`, when
+    given, gets where each setting not left at its default came from (`config show`)."""
     env = os.environ if env is None else env
     path = config_path or default_config_path(env)
-    layers: list[dict[str, Any]] = []
-    if path.is_file():
-        try:
-            layers.append(tomllib.loads(path.read_text(encoding="utf-8")))
-        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-            raise ConfigError(f"{path}: {exc}") from None
-    elif config_path is not None:
-        raise ConfigError(f"{path}: no such config file")
+    from_file = _read_config(path, explicit=config_path is not None)
     dotenv = read_dotenv(dotenv_path) if dotenv_path is not None else {}
-    layers.append(_from_env(dotenv))
-    layers.append(_from_env(env))
-    layers.append({k: v for k, v in (flags or {}).items() if v is not None})
-    merged: dict[str, Any] = {}
-    for layer in layers:
-        merged.update(layer)
+    from_dotenv, dotenv_origins = _from_env(dotenv, f" in {dotenv_path}")
+    from_environ, environ_origins = _from_env(env)
+    from_flags = {k: v for k, v in (flags or {}).items() if v is not None}
+    merged: dict[str, Any] = {**from_file, **from_dotenv, **from_environ, **from_flags}
+    origins = {
+        **{name: str(path) for name in from_file},
+        **dotenv_origins,
+        **environ_origins,
+        **{name: f"--{name.replace('_', '-')}" for name in from_flags},
+    }
+    _resolve_key_envs(merged, {**dotenv, **{k: v for k, v in env.items() if v}}, keys)
+    if sources is not None:
+        sources.update(origins)
+        sources.update({name: f"{key} (environment)" for name, key in environ_origins.items()})
     try:
-        settings = Settings.model_validate(merged)
+        return Settings.model_validate(merged)
     except ValidationError as exc:
-        error = exc.errors(include_url=False)[0]
-        where = "".join(f" {p}" if i == 0 else f".{p}" for i, p in enumerate(error["loc"]))
-        message = error["msg"].removeprefix("Value error, ")
-        raise ConfigError(f"setting{where}: {message}") from None
-    for name, upstream in settings.upstreams.items():
-        if upstream.api_key is None and upstream.api_key_env:
-            key = env.get(upstream.api_key_env) or dotenv.get(upstream.api_key_env)
-            if not key:
-                raise ConfigError(
-                    f"setting upstreams.{name}.api_key_env: {upstream.api_key_env} is not set"
-                )
-            upstream.api_key = SecretStr(key)
-    return settings
+        raise ConfigError(_one_line(exc, origins)) from None
+
+
+_STARTER_TABLES = """\
+# More upstreams by name, their keys in the environment (or .env):
+# [upstreams.local]
+# base_url = "http://127.0.0.1:8080/v1"
+# api_key_env = "LOCAL_API_KEY"
+
+# Ordered rules on the client's model name, tried before big_model / small_model:
+# [[routes]]
+# pattern = "claude-haiku-*"
+# model = "qwen3-coder-small"
+# upstream = "local"
+"""
+_NEVER_WRITTEN = ("openai_api_key", "auth_token")
 
 
 def config_template(settings: Settings) -> str:
-    """TOML for `config init`: the effective settings, secrets left out."""
+    """TOML for `config init`: a commented starter file. Every setting is there with what it
+    means, commented out at its default, except those `settings` set otherwise (from the
+    environment, `.env` or an existing file), which are written. Secrets never are."""
     data = settings.model_dump(
         mode="json",
-        exclude_none=True,
-        exclude={"openai_api_key": True, "auth_token": True, "upstreams": {"__all__": {"api_key"}}},
+        exclude={"upstreams": {"__all__": {"api_key"}}, **dict.fromkeys(_NEVER_WRITTEN, True)},
     )
-    header = (
-        "# claude-bridge configuration. Environment variables and flags override these.\n"
-        "# Keep the API key in the environment (OPENAI_API_KEY), not in this file.\n"
-    )
-    return header + tomli_w.dumps(data)
+    data["openai_base_url"] = without_credentials(settings.openai_base_url)
+    lines = [
+        "# claude-bridge configuration. Environment variables, .env and flags override it;",
+        "# `claude-bridge config show` prints what is in effect and where each value came from.",
+        "# Keep keys in the environment (OPENAI_API_KEY, api_key_env), not in this file.",
+        "",
+    ]
+    for name, field in Settings.model_fields.items():
+        if name in TOML_ONLY or name in _NEVER_WRITTEN:
+            continue
+        lines += textwrap.wrap(
+            field.description or "",
+            96,
+            initial_indent="# ",
+            subsequent_indent="# ",
+            break_on_hyphens=False,
+        )
+        default = field.get_default(call_default_factory=True)
+        value = data.get(name)
+        if value is None:
+            lines.append(f"# {name} =")
+        else:
+            toml = tomli_w.dumps({name: value}).strip()
+            lines.append(toml if value != default else f"# {toml}")
+        lines.append("")
+    tables = {name: data[name] for name in TOML_ONLY if data.get(name)}
+    for upstream in tables.get("upstreams", {}).values():
+        upstream["base_url"] = without_credentials(upstream["base_url"])
+    # TOML has no null: what is unset is left out.
+    entries = [*tables.get("upstreams", {}).values(), *tables.get("prices", {}).values()]
+    entries += [*tables.get("models", {}).values(), *tables.get("routes", [])]
+    for entry in entries:
+        for unset in [k for k, v in entry.items() if v is None]:
+            del entry[unset]
+    return "\n".join(lines) + "\n" + (tomli_w.dumps(tables) if tables else _STARTER_TABLES)
 
 
 def reference_markdown() -> str:

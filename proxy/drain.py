@@ -7,6 +7,10 @@ a `Drain`, which shortly before that deadline ends what is still running itself:
 `error` event, a request still waiting for the upstream with a 529 `overloaded_error` (which
 clients retry). Then uvicorn runs the lifespan's shutdown, which closes the journal.
 
+A second Ctrl-C ends what is in flight at once, the same way (uvicorn's own force-quit would cut
+the streams mid-body); a third one is uvicorn's force-quit. Listeners (`Drain.on_stop`) hear of
+both at once, with how many requests are in flight, so `serve` can say so.
+
 `serve` runs the app on `drain.Server(config, app.state.drain)` instead of `uvicorn.Server`
 (or `drain.run(app, **uvicorn_options)` instead of `uvicorn.run`).
 """
@@ -14,9 +18,13 @@ clients retry). Then uvicorn runs the lifespan's shutdown, which closes the jour
 from __future__ import annotations
 
 import asyncio
+import logging
+import signal
 import socket
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from types import FrameType
 from typing import Any
 
 import anyio
@@ -28,6 +36,19 @@ from .core.errors import BridgeError
 # Work still running this long before uvicorn's grace period ends is ended by the drain,
 # leaving the time to write the error and close the connection.
 MARGIN = 1.0
+
+
+log = logging.getLogger("claude_bridge.drain")
+
+
+@dataclass(frozen=True)
+class Stopping:
+    """What a stop listener hears: the server began to stop, or is ending what is left now."""
+
+    in_flight: int
+    """Requests still running."""
+    ends_in: float | None
+    """Seconds until the drain ends them (0: now; None: it waits for them however long)."""
 
 
 class ShuttingDown(BridgeError):
@@ -50,17 +71,45 @@ class Drain:
         self._queues: set[asyncio.Queue[object]] = set()
         self._scopes: set[anyio.CancelScope] = set()
         self._timer: asyncio.TimerHandle | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._listeners: list[Callable[[Stopping], None]] = []
 
     def error(self) -> ShuttingDown:
         return ShuttingDown("claude-bridge is shutting down; try again")
 
-    def begin(self, grace: float | None) -> None:
+    def on_stop(self, listener: Callable[[Stopping], None]) -> None:
+        """Call `listener` (on the server's loop) when shutdown begins and when what is in
+        flight is ended early."""
+        self._listeners.append(listener)
+
+    def begin(self, grace: float | None, in_flight: int = 0) -> None:
         """Shutdown started; with no grace period (None: wait forever) nothing is ever cut."""
         if self.draining:
             return
         self.draining = True
+        self._loop = asyncio.get_running_loop()
         if grace is not None:
-            self._timer = asyncio.get_running_loop().call_later(deadline(grace), self.expire)
+            self._timer = self._loop.call_later(deadline(grace), self.expire)
+        self._notify(Stopping(in_flight, None if grace is None else deadline(grace)))
+
+    def end_now(self, in_flight: int) -> None:
+        """End what is in flight now (the second Ctrl-C). Safe from a signal handler: the work
+        is done on the server's loop."""
+        if self._loop is None or self.expired:
+            return
+        self._loop.call_soon_threadsafe(self._end_now, in_flight)
+
+    def _end_now(self, in_flight: int) -> None:
+        if not self.expired:
+            self._notify(Stopping(in_flight, 0.0))
+            self.expire()
+
+    def _notify(self, stopping: Stopping) -> None:
+        for listener in self._listeners:
+            try:
+                listener(stopping)
+            except Exception:
+                log.exception("stop listener %r failed", listener)
 
     def expire(self) -> None:
         """End everything still in flight now."""
@@ -110,8 +159,16 @@ class Server(uvicorn.Server):
         self.drain = drain
 
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
-        self.drain.begin(self.config.timeout_graceful_shutdown)
+        self.drain.begin(self.config.timeout_graceful_shutdown, len(self.server_state.tasks))
         await super().shutdown(sockets=sockets)
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        # uvicorn takes a second Ctrl-C as force-quit, which cuts open streams mid-body: end
+        # them with their error first; a Ctrl-C after that is uvicorn's force-quit.
+        if sig == signal.SIGINT and self.drain.draining and not self.drain.expired:
+            self.drain.end_now(len(self.server_state.tasks))
+            return
+        super().handle_exit(sig, frame)
 
 
 def run(app: Starlette, *, sockets: list[socket.socket] | None = None, **options: Any) -> None:

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from .journal.trace import Trace
+    from .pricing import Cost
 
 log = logging.getLogger("claude_bridge.events")
 
@@ -33,7 +34,22 @@ class Exchange:
     status: int = 0
     input_tokens: int = 0
     cached_tokens: int = 0
+    cache_write_tokens: int = 0
     output_tokens: int = 0
+    reasoning_tokens: int = 0
+    """Part of `output_tokens`, as the upstream counted it."""
+    upstream_cost: float | None = None
+    """The cost the upstream reported (OpenRouter's `usage.cost`), in USD."""
+    cost: Cost | None = None
+    """Priced by the pipeline just before "finish" (`pricing.Pricing`)."""
+    session_id: str | None = None
+    """The client's conversation (Claude Code's `x-claude-code-session-id`)."""
+    agent_id: str | None = None
+    """The subagent of that conversation that asked (`x-claude-code-agent-id`), if one did."""
+    routed_by: str = ""
+    """What chose the upstream and model: a rule, a tier, a gateway id (`routing.Route.why`)."""
+    pings: int = 0
+    """`ping` events sent while the upstream was silent."""
     stop_reason: str | None = None
     error_type: str | None = None
     error: str | None = None
@@ -41,6 +57,9 @@ class Exchange:
     # Characters of text, thinking and tool input streamed so far: live progress for the
     # dashboard, which reads it a few times a second (no event per chunk).
     output_chars: int = 0
+    cancelled: bool = False
+    """The client left before the answer ended (a stream it closed): the token counts are
+    what had streamed by then."""
     # Set by the journal's recorder on "start" when recording is on; the pipeline tells it
     # what it sees (one `is not None` check each when off).
     trace: Trace | None = field(default=None, repr=False, compare=False)

@@ -24,10 +24,13 @@ import re
 import sys
 import time
 from collections.abc import Iterable, Mapping
+from io import TextIOWrapper
 from pathlib import Path
 from typing import Any, TextIO
 
+from .config import ConfigError
 from .events import Exchange
+from .files import open_private
 
 # uvicorn adds `color_message`: the same text with terminal colours.
 _CACHE = "_claude_bridge_json"
@@ -88,6 +91,10 @@ class Redactor:
             if any(hint in lowered for hint in hints):
                 text = pattern.sub(replacement, text)
         return text
+
+
+# The scrubber `configure` built, for `log_body`: it cuts strings before a formatter sees them.
+_body_redactor = Redactor()
 
 
 class JsonFormatter(logging.Formatter):
@@ -159,6 +166,13 @@ class _ConsoleFilter(logging.Filter):
         return not record.name.startswith((REQUESTS_LOGGER, ACCESS_LOGGER))
 
 
+class PrivateRotatingFileHandler(logging.handlers.RotatingFileHandler):
+    """Rotated log files created 0600 whatever the umask (renamed backups keep the mode)."""
+
+    def _open(self) -> TextIOWrapper:
+        return open_private(Path(self.baseFilename), self.encoding, self.errors)
+
+
 class StderrHandler(logging.Handler):
     """Writes to whatever `sys.stderr` is at the time, so a live display that redirects stderr
     (rich's `Live`) prints log lines above itself instead of through it."""
@@ -185,7 +199,8 @@ def configure(
     """Send claude_bridge's and uvicorn's records to the console and, given `file`, to a
     rotated JSON file. `console_format` is "json" or "text"; `secrets` are scrubbed from both.
     """
-    redactor = Redactor(secrets)
+    global _body_redactor
+    redactor = _body_redactor = Redactor(secrets)
     numeric = logging.getLevelName(level.upper())
     if not isinstance(numeric, int):
         raise ValueError(f"unknown log level {level!r}")
@@ -199,10 +214,14 @@ def configure(
     console.addFilter(_ConsoleFilter())
     handlers = [console]
     if file is not None:
-        file.parent.mkdir(parents=True, exist_ok=True)
-        rotating = logging.handlers.RotatingFileHandler(
-            file, maxBytes=max_bytes, backupCount=backups, encoding="utf-8"
-        )
+        try:
+            file.parent.mkdir(parents=True, exist_ok=True)
+            rotating = PrivateRotatingFileHandler(
+                file, maxBytes=max_bytes, backupCount=backups, encoding="utf-8"
+            )
+        except OSError as exc:
+            reason = exc.strerror or str(exc)
+            raise ConfigError(f"--log-file {file}: cannot write it ({reason})") from None
         rotating.setFormatter(JsonFormatter(redactor))
         rotating.setLevel(numeric)
         handlers.append(rotating)
@@ -239,6 +258,9 @@ def exchange_record(kind: str, exchange: Exchange) -> dict[str, Any]:
         upstream=exchange.upstream or None,
         upstream_model=exchange.upstream_model or None,
         stream=exchange.stream,
+        session_id=exchange.session_id,
+        agent_id=exchange.agent_id,
+        routed_by=exchange.routed_by or None,
     )
     if kind != "finish":
         return data
@@ -248,9 +270,15 @@ def exchange_record(kind: str, exchange: Exchange) -> dict[str, Any]:
         ttft_ms=_ms(exchange.ttft),
         input_tokens=exchange.input_tokens,
         cached_tokens=exchange.cached_tokens,
+        cache_write_tokens=exchange.cache_write_tokens,
         output_tokens=exchange.output_tokens,
+        reasoning_tokens=exchange.reasoning_tokens,
         stop_reason=exchange.stop_reason,
     )
+    if exchange.cost is not None:
+        data.update(exchange.cost.fields())
+    if exchange.cancelled:
+        data["cancelled"] = True  # by its client, with the tokens streamed until then
     if exchange.error is not None:
         data.update(error_type=exchange.error_type, error=exchange.error)
     if exchange.notes:
@@ -285,22 +313,31 @@ class RequestLog:
             level = logging.WARNING if bad else logging.INFO
             if self.log.isEnabledFor(level):
                 record = exchange_record(kind, exchange)
-                message = "request failed" if record["event"] == "error" else "request finished"
+                message = (
+                    "request failed"
+                    if record["event"] == "error"
+                    else "request cancelled"
+                    if exchange.cancelled
+                    else "request finished"
+                )
                 self.log.log(level, message, extra=record)
 
 
-def redact_body(data: Any, limit: int = BODY_STRING_LIMIT) -> Any:
+def redact_body(data: Any, limit: int = BODY_STRING_LIMIT, redact: Redactor | None = None) -> Any:
     """A request or response body made fit for a debug log: values under credential-like keys
-    replaced, long strings (prompts, base64 images) cut to `limit` characters."""
+    replaced, long strings (prompts, base64 images) cut to `limit` characters, after `redact`
+    (a key cut in two would keep its first characters past the formatter's redactor)."""
     if isinstance(data, Mapping):
         return {
-            key: REDACTED if _SECRET_KEYS.match(str(key)) else redact_body(value, limit)
+            key: REDACTED if _SECRET_KEYS.match(str(key)) else redact_body(value, limit, redact)
             for key, value in data.items()
         }
     if isinstance(data, list):
-        return [redact_body(item, limit) for item in data]
+        return [redact_body(item, limit, redact) for item in data]
     if isinstance(data, str) and len(data) > limit:
-        return f"{data[:limit]}...(+{len(data) - limit} chars)"
+        if redact is not None:
+            data = redact(data)
+        return f"{data[:limit]}...(+{len(data) - limit} chars)" if len(data) > limit else data
     return data
 
 
@@ -312,4 +349,4 @@ def log_body(logger: logging.Logger, message: str, raw: bytes | Mapping[str, Any
         data = json.loads(raw) if isinstance(raw, bytes) else raw
     except ValueError:
         data = f"<{len(raw)} bytes, not JSON>"
-    logger.debug(message, extra={"body": redact_body(data)})
+    logger.debug(message, extra={"body": redact_body(data, redact=_body_redactor)})

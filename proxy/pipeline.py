@@ -6,11 +6,12 @@ The routes stay thin: they hand raw bytes in and get a dict or a byte stream out
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from contextlib import AsyncExitStack
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import anyio
@@ -19,22 +20,30 @@ from pydantic import ValidationError
 from . import logs
 from .config import Settings, UpstreamSettings
 from .core import providers
+from .core.catalog import Limits
 from .core.context import ReplyContext
-from .core.errors import BridgeError, UpstreamError
+from .core.errors import BridgeError, UpstreamError, sized_overflow
 from .core.ids import new_message_id
+from .core.nulls import NullRemovingSource
 from .core.passthrough import PassthroughStream, forward_body, message_from_upstream
 from .core.request import OpenAIRequest, RequestOptions, translate_request
 from .core.response import translate_response
 from .core.routing import Route, route
+from .core.session import agent_id, session_id
 from .core.sse import SSEDecoder, SSEEvent, encode_event
 from .core.stream import EventSource, StreamTranslator
 from .core.tokens import Encoder, count_request_tokens
-from .core.validation import parse_body, parse_object, validate
+from .core.usage import reasoning_tokens, reported_cost
+from .core.validation import describe, parse_body, parse_object, validate
 from .drain import Drain
 from .events import Bus, Exchange, delta_chars
 from .models.anthropic import CountTokensRequest, MessagesRequest
 from .models.openai import ChatCompletion
-from .upstream import Upstream, Upstreams
+from .offload import OFFLOAD_BYTES, Offload
+from .pricing import Pricing
+from .tokenizer import count_text
+from .upstream import Upstream, Upstreams, _dumps
+from .windows import Windows, configured
 
 log = logging.getLogger("claude_bridge.pipeline")
 
@@ -45,8 +54,13 @@ _TICK = object()
 TICKS_PER_INTERVAL = 4
 # How long the end of an upstream body may take after its last event before it is cut off.
 BODY_TAIL_TIMEOUT = 1.0
-# Upstream chunks read ahead of a slow client; beyond this the reader waits (backpressure).
+# Upstream pieces read ahead of a slow client, and their bytes (inflated): beyond either the
+# reader waits (backpressure). The byte bound is what keeps a stream's memory small.
 READ_AHEAD = 64
+READ_AHEAD_BYTES = 256 * 1024
+# Bytes of upstream events translated back to back before the relay lets the other requests
+# run: a fast upstream and a fast client never make it wait otherwise.
+BATCH_BYTES = 64 * 1024
 # One upstream SSE event bigger than this is not a chat completion chunk: the stream fails
 # rather than buffer without end.
 MAX_EVENT_BYTES = 16 * 1024 * 1024
@@ -65,27 +79,106 @@ def routed(settings: Settings, client_model: str) -> Route:
         big_model=settings.big_model,
         small_model=settings.small_model,
         rules=settings.rules(),
+        upstreams=settings.upstreams.keys(),
     )
 
 
-def request_options(settings: Settings, endpoint: UpstreamSettings, model: str) -> RequestOptions:
+def request_options(
+    settings: Settings, endpoint: UpstreamSettings, model: str, limits: Limits | None = None
+) -> RequestOptions:
     """How a request for `model` goes to an OpenAI-mode `endpoint`: its provider's rules and
-    the switches."""
+    the switches; `max_tokens` lowered to the model's configured output limit (`limits`)."""
     return RequestOptions(
         model=model,
         profile=providers.resolve(endpoint.provider, endpoint.base_url, model),
         stream_usage=settings.stream_usage,
         reasoning_effort=settings.reasoning_effort,
-        max_tokens_cap=settings.max_tokens_cap,
+        max_tokens_cap=settings.max_tokens_cap or (limits.max_output_tokens if limits else None),
     )
+
+
+@dataclass(frozen=True)
+class Ready:
+    """A client's Messages body made ready for its upstream. Picklable: a worker process
+    makes it for the biggest bodies (`offloaded_body`)."""
+
+    model: str
+    """The model the client asked for."""
+    stream: bool
+    upstream: str
+    upstream_model: str
+    session_id: str | None
+    body: dict[str, Any] | bytes
+    """What goes upstream: the translated request, or the client's with the routed model;
+    serialized already when a worker made it (a dict would cost as much to unpickle)."""
+    ctx: ReplyContext | None
+    options: RequestOptions | None
+    dropped: list[str]
+    """What could not be expressed upstream."""
+    routed_by: str = ""
+    """What chose the upstream and model (`routing.Route.why`)."""
+
+
+def translate_body(
+    raw: bytes,
+    settings: Settings,
+    endpoints: Mapping[str, UpstreamSettings],
+    client_headers: Mapping[str, str],
+) -> Ready:
+    """Parse, validate, route and translate a Messages body: everything `prepare` does that
+    needs no I/O, so that it can run in a worker process."""
+    data = parse_object(raw)
+    session = session_id(client_headers, data)
+    request = validate(data, MessagesRequest)
+    to = routed(settings, request.model)
+    endpoint = endpoints[to.upstream]
+    if endpoint.mode == "anthropic":
+        body, ctx, options, dropped = forward_body(data, to.model), None, None, []
+    else:
+        options = request_options(
+            settings, endpoint, to.model, configured(settings, to.upstream, to.model)
+        )
+        translated = translate_request(request, options)
+        body, dropped = translated.body, translated.dropped
+        ctx = reply_context(request, translated, new_message_id())
+    return Ready(
+        request.model,
+        request.stream,
+        to.upstream,
+        to.model,
+        session,
+        body,
+        ctx,
+        options,
+        dropped,
+        to.why,
+    )
+
+
+def offloaded_body(
+    raw: bytes,
+    settings: Settings,
+    endpoints: Mapping[str, UpstreamSettings],
+    client_headers: Mapping[str, str],
+) -> tuple[bytes, Ready]:
+    """`translate_body` as a worker process runs it: the upstream body serialized there too,
+    and sent back on its own (`offload.Job`)."""
+    ready = translate_body(raw, settings, endpoints, client_headers)
+    assert isinstance(ready.body, dict)
+    return _dumps(ready.body), replace(ready, body=b"")
+
+
+def offloaded_count(raw: bytes) -> tuple[bytes, int]:
+    """`count_tokens` as a worker process runs it, with the tokenizer `serve` uses."""
+    return b"", count_request_tokens(parse_body(raw, CountTokensRequest), count_text)
 
 
 @dataclass
 class Prepared:
-    request: MessagesRequest
+    stream: bool
     upstream: Upstream
-    body: dict[str, Any]
-    """What goes upstream: the translated request, or the client's with the routed model."""
+    body: dict[str, Any] | bytes
+    """What goes upstream (`Ready.body`)."""
     headers: dict[str, str]
     ctx: ReplyContext | None
     """For translating the reply; None when the upstream's reply is passed through."""
@@ -100,6 +193,7 @@ class Pipeline:
         encoder: Callable[[], Encoder],
         clock: Callable[[], float] = time.monotonic,
         drain: Drain | None = None,
+        pricing: Pricing | None = None,
     ) -> None:
         self.settings = settings
         self.upstreams = upstreams
@@ -107,6 +201,10 @@ class Pipeline:
         self._encoder = encoder
         self.clock = clock
         self.drain = drain or Drain()
+        self.pricing = pricing or Pricing.from_settings(settings)
+        self.windows = Windows(settings)
+        self.offload = Offload()
+        self._endpoints = {name: u.config for name, u in upstreams.named.items()}
 
     def begin(self, exchange: Exchange) -> None:
         exchange.started = self.clock()
@@ -117,67 +215,87 @@ class Pipeline:
         exchange.status = status
         if error is not None:
             exchange.error_type, exchange.error = error.type, error.message
+        exchange.cost = self.pricing.of_exchange(exchange)
         self.bus.publish("finish", exchange)
 
     # -- messages ------------------------------------------------------------------------
 
-    def prepare(
+    async def prepare(
         self, raw: bytes, exchange: Exchange, client_headers: Mapping[str, str] | None = None
     ) -> Prepared:
         if exchange.trace is not None:
             exchange.trace.client_body(raw)
         logs.log_body(log, "client request", raw)
-        data = parse_object(raw)
-        request = validate(data, MessagesRequest)
-        to = routed(self.settings, request.model)
-        upstream = self.upstreams[to.upstream]
-        exchange.client_model, exchange.upstream_model = request.model, to.model
+        headers = client_headers or {}
+        exchange.agent_id = agent_id(headers)
+        try:
+            if len(raw) < OFFLOAD_BYTES:
+                ready = translate_body(raw, self.settings, self._endpoints, headers)
+            else:
+                # Seconds of CPU for the biggest bodies: in a worker process, so that every
+                # other stream keeps its chunks and pings meanwhile (proxy/offload.py).
+                body, ready = await self.offload.run(
+                    offloaded_body, raw, self.settings, self._endpoints, dict(headers)
+                )
+                ready = replace(ready, body=body)
+        except BridgeError:
+            exchange.session_id = session_id(headers, {})  # as far as the headers tell
+            raise
+        upstream = self.upstreams[ready.upstream]
+        exchange.session_id = ready.session_id
+        exchange.client_model, exchange.upstream_model = ready.model, ready.upstream_model
         exchange.upstream = upstream.name
-        exchange.stream = request.stream
-        options: RequestOptions | None = None
-        ctx: ReplyContext | None = None
-        if upstream.mode == "anthropic":
-            body = forward_body(data, to.model)
-        else:
-            options = request_options(self.settings, upstream.config, to.model)
-            body, ctx = self._translate(request, options, exchange)
-        logs.log_body(log, "upstream request", body)
+        exchange.routed_by = ready.routed_by
+        exchange.stream = ready.stream
+        if ready.dropped:
+            log.debug(
+                "not sent upstream: %s", ", ".join(ready.dropped), extra={"request_id": exchange.id}
+            )
+        exchange.notes.extend(ready.dropped)
+        logs.log_body(log, "upstream request", ready.body)
         log.debug(
             "routed %s -> %s %s",
-            request.model,
+            ready.model,
             upstream.name,
-            to.model,
+            ready.upstream_model,
             extra={"request_id": exchange.id},
         )
         self.bus.publish("routed", exchange)
         if exchange.trace is not None:
-            exchange.trace.prepared(upstream.name, upstream.mode, options, ctx)
-        headers = upstream.request_headers(client_headers or {})
-        return Prepared(request, upstream, body, headers, ctx)
-
-    def _translate(
-        self, request: MessagesRequest, options: RequestOptions, exchange: Exchange
-    ) -> tuple[dict[str, Any], ReplyContext]:
-        """The OpenAI request, and the context its reply is translated with."""
-        translated = translate_request(request, options)
-        if translated.dropped:
-            log.debug(
-                "not sent upstream: %s",
-                ", ".join(translated.dropped),
-                extra={"request_id": exchange.id},
-            )
-        exchange.notes.extend(translated.dropped)
-        return translated.body, reply_context(request, translated, new_message_id())
+            exchange.trace.prepared(upstream.name, upstream.mode, ready.options, ready.ctx)
+        return Prepared(
+            ready.stream, upstream, ready.body, upstream.request_headers(headers), ready.ctx
+        )
 
     async def complete(self, prepared: Prepared, exchange: Exchange) -> dict[str, Any]:
         async with self.drain.guard():
-            data = await prepared.upstream.complete(prepared.body, prepared.headers)
+            with self._sized(prepared, exchange):
+                data = await prepared.upstream.complete(prepared.body, prepared.headers)
         exchange.first_byte = self.clock()
         message = reply_message(data, prepared.ctx)
         _account(exchange, message.get("usage"), message.get("stop_reason"))
+        if isinstance(data, dict):
+            _account_upstream(exchange, data.get("usage"))
         if exchange.trace is not None:
             exchange.trace.client_message(message)
         return message
+
+    @contextlib.contextmanager
+    def _sized(self, prepared: Prepared, exchange: Exchange) -> Iterator[None]:
+        """An upstream's context overflow without numbers gets the model's window, if known:
+        Claude Code compacts on `prompt is too long: N tokens > M maximum` (PROTOCOL.md 4.4)."""
+        try:
+            yield
+        except UpstreamError as error:
+            if error.message.startswith("prompt is too long"):
+                limits = self.windows.of(exchange.upstream, exchange.upstream_model)
+                if limits.context_window:
+                    body = prepared.body
+                    size = len(body) if isinstance(body, bytes) else len(_dumps(body))
+                    error.message = sized_overflow(
+                        error.message, limits.context_window, size // 4 + 1
+                    )
+            raise
 
     async def open_stream(self, prepared: Prepared, exchange: Exchange) -> AsyncIterator[bytes]:
         """Open the upstream stream first, so a refusal still becomes a real HTTP error;
@@ -185,9 +303,10 @@ class Pipeline:
         upstream = prepared.upstream
         stack = AsyncExitStack()
         async with self.drain.guard():
-            response = await stack.enter_async_context(
-                upstream.stream(prepared.body, prepared.headers)
-            )
+            with self._sized(prepared, exchange):
+                response = await stack.enter_async_context(
+                    upstream.stream(prepared.body, prepared.headers)
+                )
         source = event_source(prepared.ctx)
         relay = self._relay(stack, upstream, upstream.chunks(response), source, exchange)
         if exchange.trace is not None:
@@ -209,13 +328,15 @@ class Pipeline:
         # reader closes the response at the end of the body loses the connection from that pool
         # for good (under load it runs dry).
         stop_reading = anyio.CancelScope()
-        reader = asyncio.create_task(_read_into(chunks, queue, stop_reading))
+        backlog = _Backlog(READ_AHEAD_BYTES)
+        reader = asyncio.create_task(_read_into(chunks, queue, backlog, stop_reading))
         decoder = SSEDecoder()
         interval = self.settings.ping_interval
         # An upstream that sends no complete event for this long has stalled, even if it
         # drips a byte now and then (which keeps httpx's own read timeout from firing).
         idle = self.settings.read_timeout
         unframed = 0  # bytes received since the last complete upstream event
+        batch = 0  # bytes translated since the relay last waited
         error: BridgeError | None = None
         complete = False
         # Silences are noticed by a clock that ticks into the queue a few times per interval:
@@ -223,10 +344,21 @@ class Pipeline:
         ticker = _Ticker(queue, min(interval, idle) / TICKS_PER_INTERVAL)
         self.drain.watch(queue)
         try:
-            yield _encode(translator.start())
+            opening = translator.start()
+            for event in opening:
+                if event["type"] == "message_start":
+                    # Its input estimate, kept if the client leaves early; not its output (a
+                    # placeholder 1), which would hide the progress made so far.
+                    usage = event["message"].get("usage") or {}
+                    _account(exchange, {k: v for k, v in usage.items() if k != "output_tokens"})
+            yield _encode(opening)
             last_sent = last_event = self.clock()
             while not translator.done:
-                item = queue.get_nowait() if not queue.empty() else await queue.get()
+                if queue.empty():
+                    batch = 0
+                    item = await queue.get()
+                else:
+                    item = queue.get_nowait()
                 if item is _TICK:
                     now = self.clock()
                     if now - last_event >= idle:
@@ -238,45 +370,72 @@ class Pipeline:
                     elif now - last_sent >= interval:
                         # Claude Code aborts streams that stay quiet; buffered tool calls count.
                         yield _encode([{"type": "ping"}])
+                        exchange.pings += 1
                         last_sent = self.clock()
                         continue
                     else:
                         continue
-                if self.drain.expired and isinstance(item, bytes):
-                    item = self.drain.error()
-                if item is _END:
-                    events = _feed(translator, decoder.flush())
-                    if not translator.done:
-                        events.extend(translator.finish())
-                elif isinstance(item, BridgeError):
-                    error = item
-                    events = translator.fail(item)
-                else:
-                    assert isinstance(item, bytes)
-                    if exchange.first_byte is None:
-                        exchange.first_byte = self.clock()
-                    decoded = decoder.decode(item)
-                    unframed = 0 if decoded else unframed + len(item)
-                    if decoded:
-                        last_event = self.clock()
-                    if unframed > MAX_EVENT_BYTES:
-                        error = UpstreamError(
-                            f"upstream {upstream.host} sent an event of more than "
-                            f"{MAX_EVENT_BYTES} bytes"
-                        )
-                        events = translator.fail(error)
+                if isinstance(item, bytes):
+                    backlog.release(len(item))
+                    if self.drain.expired:
+                        item = self.drain.error()
+                # Filled as translated: if the translation breaks, what came before it still goes.
+                events: list[dict[str, Any]] = []
+                try:
+                    if item is _END:
+                        _feed(translator, decoder.flush(), events)
+                        if not translator.done:
+                            events.extend(translator.finish())
+                    elif isinstance(item, BridgeError):
+                        error = item
+                        events.extend(translator.fail(item))
                     else:
-                        events = _feed(translator, decoded)
+                        assert isinstance(item, bytes)
+                        if exchange.first_byte is None:
+                            exchange.first_byte = self.clock()
+                        decoded = decoder.decode(item)
+                        unframed = 0 if decoded else unframed + len(item)
+                        if decoded:
+                            last_event = self.clock()
+                        if unframed > MAX_EVENT_BYTES:
+                            error = UpstreamError(
+                                f"upstream {upstream.host} sent an event of more than "
+                                f"{MAX_EVENT_BYTES} bytes"
+                            )
+                            events.extend(translator.fail(error))
+                        else:
+                            _feed(translator, decoded, events)
+                except Exception as exc:  # whatever the upstream sent, the client gets an ending
+                    log.exception(
+                        "translating the upstream stream failed", extra={"request_id": exchange.id}
+                    )
+                    error = UpstreamError(
+                        f"upstream {upstream.host} sent a stream that could not be translated "
+                        f"({type(exc).__name__})",
+                        status=502,
+                    )
+                    # The translator may be left midway: the error event goes out regardless.
+                    events.extend(translator.fail(error) or [error.event()])
                 if events:
                     for event in events:
                         failure = _observe(exchange, event, upstream)
                         error = error or failure
                     yield _encode(events)
                     last_sent = self.clock()
+                if isinstance(item, bytes):
+                    batch += len(item)
+                    if batch >= BATCH_BYTES:
+                        batch = 0
+                        await asyncio.sleep(0)  # one stream's flood must not hold the others
             complete = error is None
         finally:
             ticker.stop()
             self.drain.unwatch(queue)
+            # Nothing more is translated: what the reader still reads (the body's tail) is
+            # dropped, so it never waits for room.
+            backlog.close()
+            while not queue.empty():
+                queue.get_nowait()
             try:
                 with anyio.CancelScope(shield=True):  # even when the client went away
                     if complete:
@@ -287,16 +446,28 @@ class Pipeline:
                     await asyncio.wait({reader})
                     await stack.aclose()
             finally:
+                _account_upstream(exchange, translator.upstream_usage)
+                if not complete and error is None:
+                    # Closed mid-stream by its client (uvicorn cancels the response when the
+                    # connection goes): what it got is what counts.
+                    exchange.cancelled = True
+                    exchange.output_tokens = exchange.output_so_far
                 self.end(exchange, 200, error)
 
     # -- count_tokens --------------------------------------------------------------------
 
     async def count_tokens(self, raw: bytes) -> dict[str, int]:
+        if len(raw) >= OFFLOAD_BYTES:  # as in `prepare`
+            _, total = await self.offload.run(offloaded_count, raw)
+            return {"input_tokens": total}
         request = parse_body(raw, CountTokensRequest)
         encode = self._encoder()
         # BPE over a 50 KB prompt takes milliseconds: keep it off the event loop.
         total = await asyncio.to_thread(count_request_tokens, request, encode)
         return {"input_tokens": total}
+
+    async def aclose(self) -> None:
+        await self.offload.aclose()
 
 
 def reply_context(
@@ -309,6 +480,7 @@ def reply_context(
         tool_names=translated.tool_names,
         stop_sequences=tuple(request.stop_sequences or ()),
         input_estimate=count_request_tokens(request, rough_tokens),
+        added_nulls=translated.added_nulls,
     )
 
 
@@ -322,17 +494,31 @@ def reply_message(data: Any, ctx: ReplyContext | None) -> dict[str, Any]:
 
 def event_source(ctx: ReplyContext | None) -> EventSource:
     """What turns the upstream's stream into the client's: translated, or passed through."""
-    return PassthroughStream() if ctx is None else StreamTranslator(ctx)
+    if ctx is None:
+        return PassthroughStream()
+    if ctx.added_nulls:  # strict schemas made optional properties nullable: take those out
+        return NullRemovingSource(StreamTranslator(ctx), ctx.added_nulls)
+    return StreamTranslator(ctx)
 
 
 def message_from_completion(data: Any, ctx: ReplyContext) -> dict[str, Any]:
     """An upstream JSON answer -> the Anthropic message; `replay diff` re-runs it offline."""
     try:
         completion = ChatCompletion.model_validate(data)
-    except ValidationError:
-        raise UpstreamError("upstream answer is not a chat completion", status=500) from None
+    except ValidationError as exc:
+        raise UpstreamError(
+            f"upstream answer is not a chat completion: {describe(exc)}", status=502
+        ) from None
     text = sum(len(c.message.content or "") for c in completion.choices if c.message)
-    return translate_response(completion, ctx, output_estimate=text // 4)
+    try:
+        return translate_response(completion, ctx, output_estimate=text // 4)
+    except BridgeError:
+        raise
+    except Exception as exc:  # whatever the upstream sent, the client gets an Anthropic answer
+        log.exception("translating the upstream answer failed")
+        raise UpstreamError(
+            f"upstream answer could not be translated ({type(exc).__name__})", status=502
+        ) from None
 
 
 def _observe(exchange: Exchange, event: dict[str, Any], upstream: Upstream) -> BridgeError | None:
@@ -368,24 +554,33 @@ def _account(exchange: Exchange, usage: Any, stop: Any = None) -> None:
             value = usage.get(key)
             if isinstance(value, int):
                 setattr(exchange, field, value)
+        _account_upstream(exchange, usage)  # a passed-through upstream's own usage
     if isinstance(stop, str):
         exchange.stop_reason = stop
+
+
+def _account_upstream(exchange: Exchange, usage: Any) -> None:
+    """What only the upstream's own usage says: the reasoning part of the output, the cost."""
+    exchange.reasoning_tokens = reasoning_tokens(usage) or exchange.reasoning_tokens
+    cost = reported_cost(usage)
+    if cost is not None:
+        exchange.upstream_cost = cost
 
 
 _USAGE_FIELDS = (
     ("input_tokens", "input_tokens"),
     ("cache_read_input_tokens", "cached_tokens"),
+    ("cache_creation_input_tokens", "cache_write_tokens"),
     ("output_tokens", "output_tokens"),
 )
 
 
-def _feed(translator: EventSource, events: list[SSEEvent]) -> list[dict[str, Any]]:
-    out: list[dict[str, Any]] = []
+def _feed(translator: EventSource, events: list[SSEEvent], out: list[dict[str, Any]]) -> None:
+    """Translate `events` into `out`, one by one (`out` keeps what came before a failure)."""
     for sse in events:
         if translator.done:
             break
         out.extend(translator.feed_data(sse.data))
-    return out
 
 
 def _encode(events: list[dict[str, Any]]) -> bytes:
@@ -411,13 +606,44 @@ class _Ticker:
         self._handle.cancel()
 
 
+class _Backlog:
+    """Bytes the reader queued and the relay has not taken yet. The reader waits while there
+    are `limit` or more (one piece always goes, however big, so nothing can stall)."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.size = 0
+        self.closed = False
+        self._room = asyncio.Event()
+
+    async def reserve(self, size: int) -> bool:
+        """Room for `size` bytes more; False once the relay takes no more (drop the piece)."""
+        while not self.closed and self.size and self.size + size > self.limit:
+            self._room.clear()
+            await self._room.wait()
+        self.size += size
+        return not self.closed
+
+    def release(self, size: int) -> None:
+        self.size -= size
+        self._room.set()
+
+    def close(self) -> None:
+        self.closed = True
+        self._room.set()
+
+
 async def _read_into(
-    chunks: AsyncIterator[bytes], queue: asyncio.Queue[object], scope: anyio.CancelScope
+    chunks: AsyncIterator[bytes],
+    queue: asyncio.Queue[object],
+    backlog: _Backlog,
+    scope: anyio.CancelScope,
 ) -> None:
     with scope:
         try:
             async for chunk in chunks:
-                await queue.put(chunk)
+                if await backlog.reserve(len(chunk)):
+                    await queue.put(chunk)
         except UpstreamError as exc:
             await queue.put(exc)
             return

@@ -25,6 +25,7 @@ from typing import Any, Literal
 
 import httpx
 
+from .core import providers
 from .core.context import ReplyContext
 from .core.errors import BridgeError, from_upstream_response
 from .core.passthrough import forward_body
@@ -143,7 +144,7 @@ def rerun_request(record: Record) -> Rerun | BridgeError:
     raw = body_bytes(record.client.body, record.client.body_text)
     try:
         data = parse_object(raw)
-        request = validate(data, MessagesRequest)
+        request = validate(data, MessagesRequest, payloads_elided=record.elided > 0)
         if record.routing.mode == "anthropic":
             return Rerun(forward_body(data, record.routing.upstream_model or request.model), None)
         translated = translate_request(request, _options(record, request))
@@ -161,7 +162,8 @@ def rerun_reply(record: Record, ctx: ReplyContext | None) -> Any:
     response = upstream.response
     if response.status >= 300:
         raw = body_bytes(response.body, response.body_text)
-        return from_upstream_response(response.status, raw, response.headers).body(
+        host = providers.host_of(upstream.request.url)
+        return from_upstream_response(response.status, raw, response.headers, host).body(
             record.request_id
         )
     if response.chunks is not None:

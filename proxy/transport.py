@@ -11,9 +11,11 @@ What the transport keeps of httpx's behaviour:
 
 * the request goes out with exactly httpx's headers (aiohttp adds none of its own, keeps no
   cookies, follows no redirects);
-* bodies come back as sent: httpx decodes `content-encoding` itself, as it does now;
-* the client's timeouts (`request.extensions["timeout"]`) apply: connect (and the wait for a
-  free connection), read (the wait for each piece of the answer);
+* bodies come back as sent, still content-encoded: `upstream.py` inflates them in bounded steps
+  (`inflate.py`), never httpx's decoders, which inflate a whole piece at once;
+* the client's timeouts (`request.extensions["timeout"]`) apply: pool (the wait for a free
+  connection: `httpx.PoolTimeout`, as httpcore raises), connect, read (the wait for each piece
+  of the answer);
 * aiohttp's failures become the httpx exceptions httpcore would have raised;
 * `HTTP_PROXY`, `HTTPS_PROXY` and `ALL_PROXY` read when the transport is made, as httpx reads
   them when its client is; `NO_PROXY` at the first request to each host;
@@ -23,6 +25,8 @@ What the transport keeps of httpx's behaviour:
 
 from __future__ import annotations
 
+import asyncio
+import os
 import ssl
 import urllib.request
 from collections.abc import AsyncIterator, Iterator
@@ -52,6 +56,7 @@ def pooled_transport(settings: Settings) -> httpx.AsyncBaseTransport:
         max_connections=settings.max_connections,
         connect_timeout=settings.connect_timeout,
         read_timeout=settings.read_timeout,
+        pool_timeout=settings.pool_timeout,
     )
 
 
@@ -67,10 +72,11 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         max_connections: int,
         connect_timeout: float | None,
         read_timeout: float | None,
+        pool_timeout: float | None = None,
         trust_env: bool = True,
     ) -> None:
         self.max_connections = max_connections
-        self._default = {"connect": connect_timeout, "read": read_timeout, "pool": read_timeout}
+        self._default = {"connect": connect_timeout, "read": read_timeout, "pool": pool_timeout}
         # As httpx's default transport: certifi's CAs, or SSL_CERT_FILE / SSL_CERT_DIR.
         self._ssl: ssl.SSLContext = httpx.create_ssl_context(trust_env=trust_env)
         # Read once, as httpx reads them when its client is built. aiohttp's own `trust_env`
@@ -79,6 +85,11 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         self._proxies: dict[tuple[str, str], URL | None] = {}
         self._timeouts: dict[tuple[float | None, ...], aiohttp.ClientTimeout] = {}
         self._session: aiohttp.ClientSession | None = None
+        # A request holds a slot from before it asks aiohttp for a connection until aiohttp
+        # lets that connection go. The slots, not aiohttp's own limit (which never has to
+        # wait), queue the requests: the wait is bounded by the pool timeout on its own, and a
+        # request cancelled while it waits (its client left) leaves the queue at once.
+        self._slots = asyncio.Semaphore(max_connections)
         self._closed = False
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
@@ -96,16 +107,27 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
             data = _stream(request.stream)
             # aiohttp frames a body of unknown length itself, and refuses to be told to.
             headers = [(k, v) for k, v in headers if k.lower() != "transfer-encoding"]
-        with _mapped(request):
-            response = await session.request(
-                request.method,
-                URL(target, encoded=True),
-                headers=headers,
-                data=data,
-                allow_redirects=False,
-                timeout=self._timeout(request.extensions.get("timeout") or self._default),
-                proxy=self._proxy(url.scheme, url.host),
-            )
+        timeout = request.extensions.get("timeout") or self._default
+        await self._acquire(timeout.get("pool"), request)
+        try:
+            with _mapped(request):
+                response = await session.request(
+                    request.method,
+                    URL(target, encoded=True),
+                    headers=headers,
+                    data=data,
+                    allow_redirects=False,
+                    timeout=self._timeout(timeout),
+                    proxy=self._proxy(url.scheme, url.host),
+                )
+        except BaseException:
+            self._slots.release()
+            raise
+        connection = response.connection
+        if connection is None:  # the whole body came with the headers: already let go
+            self._slots.release()
+        else:  # as aiohttp's own total timeout is ended
+            connection.add_callback(self._slots.release)
         return httpx.Response(
             response.status,
             headers=response.raw_headers,
@@ -119,6 +141,20 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
             session, self._session = self._session, None
             await session.close()
 
+    async def _acquire(self, pool: float | None, request: httpx.Request) -> None:
+        slots = self._slots
+        if not slots.locked():
+            await slots.acquire()  # returns at once: no timer for the usual case
+            return
+        try:
+            async with asyncio.timeout(pool):
+                await slots.acquire()
+        except TimeoutError:
+            raise httpx.PoolTimeout(
+                f"all {self.max_connections} upstream connections stayed busy for {pool:g} s",
+                request=request,
+            ) from None
+
     def _open(self) -> aiohttp.ClientSession:
         if self._closed:
             raise RuntimeError("the upstream transport is closed")
@@ -131,7 +167,7 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         self._session = aiohttp.ClientSession(
             connector=connector,
             cookie_jar=aiohttp.DummyCookieJar(),  # httpx's client keeps the cookies
-            auto_decompress=False,  # httpx decodes, as with its own transport
+            auto_decompress=False,  # upstream.py inflates, in bounded steps
             skip_auto_headers=_AUTO_HEADERS,
             trust_env=False,  # proxies: see `_proxy`
             requote_redirect_url=False,
@@ -145,11 +181,10 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         key = (connect, read, pool)
         cached = self._timeouts.get(key)
         if cached is None:
-            # aiohttp's `connect` covers the wait for a pooled connection and the connect;
-            # `sock_connect` the connect alone; `sock_read` each wait for data, headers or body.
-            waiting = None if connect is None or pool is None else connect + pool
+            # aiohttp's `connect` covers its wait for a pooled connection (none: the slots
+            # wait first) and the connect; `sock_read` each wait for data, headers or body.
             cached = aiohttp.ClientTimeout(
-                total=None, connect=waiting, sock_connect=connect, sock_read=read
+                total=None, connect=connect, sock_connect=connect, sock_read=read
             )
             if len(self._timeouts) >= 64:  # per-request timeouts that keep changing
                 self._timeouts.clear()
@@ -238,5 +273,44 @@ def _mapped(request: httpx.Request) -> Iterator[None]:
     except aiohttp.ClientError as exc:
         for theirs, ours in _ERRORS:
             if isinstance(exc, theirs):
-                raise ours(str(exc) or type(exc).__name__, request=request) from exc
+                raise ours(failure_words(exc), request=request) from exc
         raise  # unreachable: the last entry takes every ClientError
+
+
+def failure_words(exc: aiohttp.ClientError) -> str:
+    """What went wrong, in the user's words: aiohttp's own texts show its internals
+    (`Cannot connect to host h:443 ssl:default [...]`, `<TransferEncodingError: 400, ...>`)."""
+    if isinstance(exc, aiohttp.ClientConnectorCertificateError):
+        reason = getattr(exc.certificate_error, "verify_message", None) or "not trusted"
+        return f"its TLS certificate was refused ({reason})"
+    if isinstance(exc, aiohttp.ClientSSLError):
+        return "the TLS handshake failed (is it https on an http port, or the reverse?)"
+    if isinstance(exc, aiohttp.ClientConnectorDNSError):
+        return "its host name does not resolve"
+    if isinstance(exc, aiohttp.ClientProxyConnectionError):
+        return f"the HTTP proxy cannot be reached ({_os_words(exc)})"
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        return _os_words(exc)
+    if isinstance(exc, aiohttp.ConnectionTimeoutError):
+        return "no connection within the connect timeout"
+    if isinstance(exc, aiohttp.ServerTimeoutError):
+        return "nothing received within the read timeout"
+    if isinstance(exc, aiohttp.ServerDisconnectedError):
+        return "the server closed the connection without answering"
+    if isinstance(exc, aiohttp.ClientPayloadError):
+        return "the answer was cut off before its end"
+    if isinstance(exc, aiohttp.ClientResponseError):
+        return f"the answer is not valid HTTP ({exc.message})"
+    if isinstance(exc, aiohttp.ClientOSError):
+        return _os_words(exc)
+    return type(exc).__name__
+
+
+def _os_words(exc: aiohttp.ClientOSError) -> str:
+    """`connection refused`, `network is unreachable`: the system's words, lower-cased."""
+    cause = getattr(exc, "os_error", exc)
+    number = getattr(cause, "errno", None)
+    # asyncio's own text for a refused connection is "Connect call failed ('1.2.3.4', 443)".
+    text = os.strerror(number) if number else getattr(cause, "strerror", None)
+    text = text or type(cause).__name__
+    return text[0].lower() + text[1:]

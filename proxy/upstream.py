@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import logging
 import random
@@ -14,10 +15,16 @@ from typing import Any
 import anyio
 import httpx
 
-from . import __version__
-from .config import Settings, UpstreamSettings, mask
-from .core import providers
-from .core.errors import InvalidRequest, UpstreamError, from_upstream_response
+from . import __version__, inflate
+from .config import Settings, UpstreamSettings, mask, url_password
+from .core import providers, untrusted
+from .core.errors import (
+    InvalidRequest,
+    UpstreamError,
+    from_upstream_response,
+    is_error_status,
+    unexpected_status,
+)
 from .core.routing import DEFAULT_UPSTREAM
 from .transport import pooled_transport
 
@@ -32,6 +39,8 @@ MAX_RESPONSE_BODY = 64 * 1024 * 1024
 RETRY_STATUSES = frozenset({502, 503})
 # A `retry-after` longer than this is the client's to honour: the answer is passed on instead.
 MAX_RETRY_AFTER = 10.0
+# Seconds a client is told to wait after the pool stayed full for `pool_timeout` (529).
+OVERLOADED_RETRY_AFTER = "2"
 _SURROGATE = re.compile("[\ud800-\udfff]")
 
 
@@ -39,7 +48,8 @@ ANTHROPIC_VERSION = "2023-06-01"
 BASE_HEADERS = {
     "content-type": "application/json",
     "accept": "application/json",
-    # httpx decodes these; an event stream through a compressing gateway stays readable.
+    # `inflate` undoes these (in bounded steps): an event stream through a compressing gateway
+    # stays readable.
     "accept-encoding": "gzip, deflate",
     "user-agent": f"claude-bridge/{__version__}",
 }
@@ -83,16 +93,22 @@ class Upstream:
         self.name = name
         self.config = config
         self.mode = config.mode
-        self.base_url = config.base_url.rstrip("/")
+        # A `user:password@` in the URL is sent as HTTP Basic auth (the settings refuse it
+        # next to a key), never as part of the URL: the URL is recorded and shown.
+        base_url, basic = _url_credentials(config.base_url)
+        self.base_url = base_url.rstrip("/")
         # Named in error messages and logs: never with the URL's `user:password@`.
         self.host = providers.host_of(self.base_url) or "upstream"
         self.retries = settings.retries
         self.retry_backoff = settings.retry_backoff
         self.body_timeout = settings.read_timeout
         self._key = config.api_key.get_secret_value() if config.api_key else ""
+        self._secrets = [s for s in (self._key, url_password(config.base_url)) if s]
         self._transport = transport
-        # httpx's `Timeout(read_timeout, connect=connect_timeout)`, as its client would send.
-        timeout = httpx.Timeout(settings.read_timeout, connect=settings.connect_timeout)
+        # httpx's `Timeout(read_timeout, connect=..., pool=...)`, as its client would send.
+        timeout = httpx.Timeout(
+            settings.read_timeout, connect=settings.connect_timeout, pool=settings.pool_timeout
+        )
         self._extensions = {"timeout": timeout.as_dict()}
         if self.mode == "anthropic":
             self.url = providers.messages_url(self.base_url)
@@ -100,13 +116,18 @@ class Upstream:
                 **BASE_HEADERS,
                 "anthropic-version": ANTHROPIC_VERSION,
                 **providers.anthropic_headers(self.host, self._key),
+                **basic,
             }
         else:
             profile = providers.resolve(config.provider, self.base_url, "")
             self.url = providers.chat_completions_url(
                 self.base_url, profile, config.azure_api_version
             )
-            self._headers = {**BASE_HEADERS, **providers.auth_headers(profile, self._key)}
+            self._headers = {
+                **BASE_HEADERS,
+                **providers.auth_headers(profile, self._key),
+                **basic,
+            }
 
     def request_headers(self, client_headers: Mapping[str, str]) -> dict[str, str]:
         """Headers for one request: this upstream's, plus what pass-through forwards."""
@@ -115,26 +136,29 @@ class Upstream:
         forwarded = {k: client_headers[k] for k in FORWARDED_HEADERS if k in client_headers}
         return {**self._headers, **forwarded}
 
-    async def complete(self, body: dict[str, Any], headers: dict[str, str]) -> Any:
-        """POST a non-streaming request; the parsed JSON of a 2xx answer."""
+    async def complete(self, body: dict[str, Any] | bytes, headers: dict[str, str]) -> Any:
+        """POST a non-streaming request; the parsed JSON of a 2xx answer (`untrusted.loads`:
+        no lone surrogates, no NaN, no deep nesting)."""
         response = await self._open(body, headers)
         try:
             content = await self._read_body(response)
         finally:
             await response.aclose()
         try:
-            return json.loads(content)
+            return untrusted.loads(content)
+        except untrusted.TooDeep as exc:
+            problem = f"{exc}"
         except ValueError:
-            raise UpstreamError(
-                f"upstream {self.host} answered {response.status_code} with a body that is not "
-                "JSON",
-                status=500,
-                type="api_error",
-            ) from None
+            problem = "a body that is not JSON"
+        raise UpstreamError(
+            f"upstream {self.host} answered {response.status_code} with {problem}",
+            status=502,
+            type="api_error",
+        )
 
     @asynccontextmanager
     async def stream(
-        self, body: dict[str, Any], headers: dict[str, str]
+        self, body: dict[str, Any] | bytes, headers: dict[str, str]
     ) -> AsyncIterator[httpx.Response]:
         """Open a streaming request; raises before yielding when the upstream answered non-2xx,
         so the caller can still send a real HTTP error status. Closing the context closes the
@@ -145,34 +169,55 @@ class Upstream:
         finally:
             await response.aclose()
 
-    async def _open(self, body: dict[str, Any], headers: dict[str, str]) -> httpx.Response:
+    async def _open(self, body: dict[str, Any] | bytes, headers: dict[str, str]) -> httpx.Response:
         """Send `body`; the response once its status is 2xx, else the mapped Anthropic error
         (the response closed)."""
-        response = await self._send(_dumps(body), headers)
-        if response.status_code < 300:
-            return response
+        content = body if isinstance(body, bytes) else _dumps(body)  # bytes: serialized already
+        response = await self._send(content, headers)
+        status = response.status_code
+        if 200 <= status <= 299:
+            coding = inflate.unsupported(response.headers.get("content-encoding"))
+            if coding is None:
+                return response
+            await response.aclose()
+            raise UpstreamError(
+                f"upstream {self.host} answered with content-encoding {coding!r}, which the "
+                "proxy cannot decode (it asks for gzip or deflate)",
+                status=502,
+            )
+        if not is_error_status(status):
+            await response.aclose()
+            location = response.headers.get("location") if 300 <= status <= 399 else None
+            redirect = None if location is None else providers.host_of(location)
+            raise unexpected_status(status, self.host, redirect)
         try:
             content = await _read_limited(response)
         finally:
             await response.aclose()
+        # Scrubbed before `from_upstream_response` cuts the text: a key echoed across the
+        # cut would otherwise leave its first characters.
+        text = self.scrub(content.decode("utf-8", "replace"))
         raise self._scrubbed(
-            from_upstream_response(response.status_code, content, dict(response.headers))
+            from_upstream_response(status, text, dict(response.headers), self.host)
         )
 
     async def chunks(self, response: httpx.Response) -> AsyncIterator[bytes]:
-        # Decoded when a gateway gzipped the event stream (or from memory, when a transport
-        # answered with a body already read); else raw, one layer fewer per chunk.
-        decoded = "content-encoding" in response.headers or response.is_stream_consumed
-        pieces = response.aiter_bytes() if decoded else response.aiter_raw()
+        """The body of a 2xx answer, inflated when it is content-encoded, in pieces of at most
+        `inflate.PIECE` bytes; failures as `UpstreamError`."""
         try:
-            async for chunk in pieces:
-                yield chunk
+            async for piece in _pieces(response):
+                yield piece
         except httpx.HTTPError as exc:
             raise self._transport_error(exc) from None
+        except inflate.InflateError as exc:
+            raise UpstreamError(f"upstream {self.host} sent a {exc}", status=502) from None
 
     def scrub(self, text: str) -> str:
-        """`text` without the upstream key, for messages an upstream may echo it in."""
-        return text.replace(self._key, mask(self._key)) if self._key else text
+        """`text` without the upstream key (or URL password), for messages an upstream may
+        echo it in."""
+        for secret in self._secrets:
+            text = text.replace(secret, mask(secret))
+        return text
 
     async def _send(self, content: bytes, headers: dict[str, str]) -> httpx.Response:
         """POST `content`, the response streamed (the caller reads and closes it).
@@ -192,7 +237,7 @@ class Upstream:
                 if attempt >= self.retries:
                     raise self._transport_error(exc) from None
                 delay = self._delay(attempt)
-                reason = f"could not connect ({_reason(exc)})"
+                reason = f"could not connect ({self._reason(exc)})"
             except httpx.HTTPError as exc:
                 raise self._transport_error(exc) from None
             else:
@@ -238,13 +283,13 @@ class Upstream:
             # anyio's timeout, not asyncio's: an httpcore transport (httpx's own) shields the
             # release of the connection (at the end of the body) from the former only.
             with anyio.fail_after(self.body_timeout):
-                async for chunk in response.aiter_bytes():
-                    body += chunk
+                async for piece in self.chunks(response):
+                    body += piece
                     if len(body) > MAX_RESPONSE_BODY:
                         raise UpstreamError(
                             f"upstream {self.host} answered with more than {MAX_RESPONSE_BODY} "
                             "bytes",
-                            status=500,
+                            status=502,
                             type="api_error",
                         )
         except TimeoutError:
@@ -253,16 +298,27 @@ class Upstream:
                 status=504,
                 type="timeout_error",
             ) from None
-        except httpx.HTTPError as exc:
-            raise self._transport_error(exc) from None
         return bytes(body)
 
     def _scrubbed(self, error: UpstreamError) -> UpstreamError:
         error.message = self.scrub(error.message)
         return error
 
+    def _reason(self, exc: Exception) -> str:
+        """The first line of a failure's text, scrubbed before it is cut."""
+        text = self.scrub(str(exc) or type(exc).__name__)
+        return text.splitlines()[0][:200]
+
     def _transport_error(self, exc: httpx.HTTPError) -> UpstreamError:
         # The message names the host, never the URL's query or the request headers (the key).
+        if isinstance(exc, httpx.PoolTimeout):
+            # Nothing was sent: the client may try again, and the SDKs and Claude Code do.
+            return UpstreamError(
+                f"claude-bridge is overloaded: {self._reason(exc)}",
+                status=529,
+                type="overloaded_error",
+                headers={"retry-after": OVERLOADED_RETRY_AFTER},
+            )
         if isinstance(exc, httpx.TimeoutException):
             phase = "connecting to" if isinstance(exc, httpx.ConnectTimeout) else "waiting for"
             return UpstreamError(
@@ -270,28 +326,59 @@ class Upstream:
             )
         if isinstance(exc, httpx.ConnectError):
             return UpstreamError(
-                f"could not connect to upstream {self.host}: {_reason(exc)}",
+                f"could not connect to upstream {self.host}: {self._reason(exc)}",
                 status=500,
                 type="api_error",
             )
         return UpstreamError(
-            f"upstream {self.host} connection failed: {_reason(exc)}", status=500, type="api_error"
+            f"upstream {self.host} connection failed: {self._reason(exc)}",
+            status=500,
+            type="api_error",
         )
 
 
-def _reason(exc: Exception) -> str:
-    text = str(exc) or type(exc).__name__
-    return text.splitlines()[0][:200]
+def _url_credentials(base_url: str) -> tuple[str, dict[str, str]]:
+    """The base URL without `user:password@`, and the Basic `authorization` header they are."""
+    url = httpx.URL(base_url)
+    if not url.userinfo:
+        return base_url, {}
+    pair = f"{url.username}:{url.password}".encode()
+    header = {"authorization": f"Basic {base64.b64encode(pair).decode()}"}
+    return str(url.copy_with(username=None, password=None)), header
+
+
+async def _pieces(response: httpx.Response) -> AsyncIterator[bytes]:
+    """The body as `chunks` gives it; httpx's and `inflate`'s failures as they are."""
+    if response.is_stream_consumed:
+        # A transport in this process answered with the body read (and decoded) already.
+        async for piece in response.aiter_bytes():
+            yield piece
+        return
+    header = response.headers.get("content-encoding")
+    inflater = inflate.Inflater(header) if inflate.codings(header) else None
+    async for raw in response.aiter_raw():
+        if inflater is not None:
+            for piece in inflater.feed(raw):
+                yield piece
+        elif len(raw) <= inflate.PIECE:
+            yield raw  # one layer fewer than httpx's `aiter_bytes` per piece
+        else:
+            for start in range(0, len(raw), inflate.PIECE):  # no piece is much work
+                yield raw[start : start + inflate.PIECE]
+    if inflater is not None:
+        for piece in inflater.flush():
+            yield piece
 
 
 async def _read_limited(response: httpx.Response) -> bytes:
+    """The start of an error answer: enough for any message, inflated no further."""
     body = bytearray()
     try:
-        async for chunk in response.aiter_bytes():
-            body += chunk
+        async for piece in _pieces(response):
+            body += piece
             if len(body) >= MAX_ERROR_BODY:
                 break
-    except httpx.HTTPError:
+    except (httpx.HTTPError, inflate.InflateError):
         pass
     return bytes(body)
 

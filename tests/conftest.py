@@ -6,7 +6,7 @@ on loopback, and the official `anthropic` SDK pointed at the bridge.
 * `bridge`: the session's claude-bridge (`create_app(settings)` on uvicorn) in front of it;
   `bridge.url` is the base URL clients use.
 * `make_bridge(**overrides)`: another bridge with settings overrides (`ping_interval=0.2`,
-  `openai_base_url=...`), stopped at the end of the test.
+  `openai_base_url=...`) and optionally its own HTTP `limits=`, stopped at the end of the test.
 * `client`: `anthropic.Anthropic` for `bridge`, no retries; `http`: plain `httpx.Client` on it.
 * `make_client(bridge)`, `make_async_client(bridge)`, `make_http(bridge)`: the same for any
   bridge (import them from conftest).
@@ -29,11 +29,14 @@ from upstream import FakeUpstream
 
 from claude_bridge.proxy.app import create_app
 from claude_bridge.proxy.config import Settings
+from claude_bridge.proxy.http_limits import Limits, uvicorn_options
 
 UPSTREAM_KEY = "sk-upstream-TESTKEY-1234567890"
 CLIENT_KEY = "sk-ant-client-key"
 BIG_MODEL = "big-model"
 SMALL_MODEL = "small-model"
+# For Starlette's TestClient: its default `Host: testserver` gets 403 (proxy/guard.py).
+IN_PROCESS_URL = "http://127.0.0.1"
 # Generous bounds that only matter when something hangs: a test fails instead of blocking.
 CLIENT_TIMEOUT = 20.0
 START_TIMEOUT = 10.0
@@ -56,7 +59,7 @@ def bridge_settings(upstream_url: str, **overrides: Any) -> Settings:
 
 @dataclass
 class Bridge:
-    """claude-bridge served by uvicorn on 127.0.0.1 in a background thread."""
+    """claude-bridge served by uvicorn on loopback in a background thread."""
 
     url: str
     settings: Settings
@@ -72,13 +75,22 @@ class Bridge:
             raise RuntimeError("the bridge's server thread did not stop")
 
 
-def start_bridge(settings: Settings, app: Any = None, graceful: float = 2.0) -> Bridge:
-    """`app` (default: `create_app(settings)`) on uvicorn on 127.0.0.1 in a thread."""
+def start_bridge(
+    settings: Settings,
+    app: Any = None,
+    graceful: float = 2.0,
+    limits: Limits | None = None,
+    host: str = "127.0.0.1",
+) -> Bridge:
+    """`app` (default: `create_app(settings)`) on uvicorn on `host` (a loopback address, "::1"
+    for IPv6) in a thread, with the HTTP limits `serve` has (`limits`, default: from
+    `settings`)."""
     # Explicitly TCP: asyncio sets TCP_NODELAY only on sockets whose proto says so, as
     # `uvicorn.run(host=..., port=...)` gets them. Without it every answer waits ~40 ms on
     # Nagle and delayed ACKs.
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-    sock.bind(("127.0.0.1", 0))
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    sock.bind((host, 0))
     port = sock.getsockname()[1]
     config = uvicorn.Config(
         create_app(settings) if app is None else app,
@@ -87,13 +99,15 @@ def start_bridge(settings: Settings, app: Any = None, graceful: float = 2.0) -> 
         access_log=False,
         lifespan="on",
         timeout_graceful_shutdown=graceful,
+        **uvicorn_options(settings, limits),
     )
     server = uvicorn.Server(config)
     thread = threading.Thread(
         target=server.run, kwargs={"sockets": [sock]}, name=f"bridge-{port}", daemon=True
     )
     thread.start()
-    bridge = Bridge(f"http://127.0.0.1:{port}", settings, server, thread, sock)
+    netloc = f"[{host}]" if family == socket.AF_INET6 else host
+    bridge = Bridge(f"http://{netloc}:{port}", settings, server, thread, sock)
     deadline = time.monotonic() + START_TIMEOUT
     # Poll the server's own flag, then prove it answers: no fixed sleep.
     while not server.started:
@@ -154,8 +168,8 @@ def bridge(session_bridge: Bridge, upstream: FakeUpstream) -> Bridge:
 def make_bridge(upstream: FakeUpstream) -> Iterator[Callable[..., Bridge]]:
     started: list[Bridge] = []
 
-    def make(**overrides: Any) -> Bridge:
-        bridge = start_bridge(bridge_settings(upstream.base_url, **overrides))
+    def make(limits: Limits | None = None, **overrides: Any) -> Bridge:
+        bridge = start_bridge(bridge_settings(upstream.base_url, **overrides), limits=limits)
         started.append(bridge)
         return bridge
 

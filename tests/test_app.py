@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from conftest import IN_PROCESS_URL
 from starlette.testclient import TestClient
 
 from claude_bridge.proxy import pipeline
@@ -31,7 +32,7 @@ def test_an_internal_error_is_an_anthropic_500_and_ends_the_exchange(
     bus.subscribe(lambda kind, exchange: seen.append((kind, exchange.status)))
     app = create_app(Settings(openai_base_url="http://127.0.0.1:9/v1"), bus=bus)
 
-    with TestClient(app, raise_server_exceptions=False) as client:
+    with TestClient(app, base_url=IN_PROCESS_URL, raise_server_exceptions=False) as client:
         response = client.post("/v1/messages", json=REQUEST)
 
     assert response.status_code == 500

@@ -13,7 +13,7 @@ import pytest
 from rich.console import Console
 from typer.testing import CliRunner, Result
 
-from claude_bridge.cli import main as cli_main
+from claude_bridge.cli import console as cli_console
 from claude_bridge.cli.main import app
 from claude_bridge.proxy import __version__
 from claude_bridge.proxy.core.tokens import count_request_tokens
@@ -321,6 +321,8 @@ def test_count_tokens_from_standard_input(home: Path) -> None:
         (["translate", "--response", "-"], "<html>502</html>", "not an OpenAI chat completion"),
         (["translate", "--response", "-"], '{"choices": []}', "upstream returned no choices"),
         (["translate", "--response", "--stream", "-"], "{}", "exclude each other"),
+        (["translate", "--stream", "-"], json.dumps(REPLY), "not an OpenAI SSE stream"),
+        (["translate", "--stream", "-"], "data: <html>\n\n", "not an OpenAI SSE stream"),
         (["translate", "does-not-exist.json"], None, "does-not-exist.json"),
         (["count-tokens", "-"], '{"messages": []}', "model: Field required"),
         (["count-tokens", "missing.json"], None, "missing.json"),
@@ -343,7 +345,7 @@ def test_bad_config_file_is_one_error_line(home: Path, tmp_path: Path) -> None:
 
 def test_the_error_line_is_red(home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     console = Console(stderr=True, force_terminal=True, color_system="standard", no_color=False)
-    monkeypatch.setattr(cli_main, "stderr", console)
+    monkeypatch.setattr(cli_console, "stderr", console)
     result = invoke("translate", "-", input="{not json")
     assert result.exit_code == 1
     assert result.stderr.startswith("\x1b[31merror:\x1b[0m request body is not valid JSON")
@@ -363,8 +365,10 @@ def test_config_init_writes_toml_and_refuses_to_overwrite(
     assert result.stderr.strip() == f"wrote {target}"
     text = target.read_text(encoding="utf-8")
     assert KEY not in text
-    data = tomllib.loads(text)
-    assert data["big_model"] == "qwen3-coder" and data["port"] == 8082
+    # A commented starter: what the environment sets is written, every default commented out.
+    assert tomllib.loads(text) == {"big_model": "qwen3-coder"}
+    assert "\n# port = 8082\n" in text and "# Port `serve` listens on.\n" in text
+    assert "\n# [[routes]]\n" in text
 
     target.write_text("# edited by hand\nport = 9999\n", encoding="utf-8")
     refused = invoke("config", "init")
@@ -380,7 +384,7 @@ def test_config_init_writes_toml_and_refuses_to_overwrite(
 def test_config_init_to_an_explicit_path(home: Path, tmp_path: Path) -> None:
     target = tmp_path / "nested" / "dir" / "bridge.toml"
     assert_ok(invoke("config", "init", str(target)))
-    assert tomllib.loads(target.read_text(encoding="utf-8"))["host"] == "127.0.0.1"
+    assert tomllib.loads(target.read_text(encoding="utf-8")) == {}  # all defaults, commented
     shown = invoke("config", "show", "--config", str(target))
     assert_ok(shown)
     assert json.loads(shown.stdout)["host"] == "127.0.0.1"

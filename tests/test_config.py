@@ -79,18 +79,20 @@ def test_precedence_flags_env_dotenv_toml_defaults(files: tuple[Path, Path]) -> 
 
 
 @pytest.mark.parametrize(
-    ("legacy", "field", "value"),
+    ("legacy", "field", "value", "other"),
     [
-        ("OPENAI_BASE_URL", "openai_base_url", "http://127.0.0.1:8080/v1"),
-        ("BIG_MODEL", "big_model", "qwen3-coder"),
-        ("SMALL_MODEL", "small_model", "qwen3-4b"),
+        ("OPENAI_BASE_URL", "openai_base_url", "http://127.0.0.1:8080/v1", "http://h:9/v1"),
+        ("BIG_MODEL", "big_model", "qwen3-coder", "prefixed"),
+        ("SMALL_MODEL", "small_model", "qwen3-4b", "prefixed"),
     ],
 )
-def test_legacy_env_names(files: tuple[Path, Path], legacy: str, field: str, value: str) -> None:
+def test_legacy_env_names(
+    files: tuple[Path, Path], legacy: str, field: str, value: str, other: str
+) -> None:
     assert getattr(load(*files, {legacy: value}), field) == value
     # The prefixed name wins within one layer.
     prefixed = f"CLAUDE_BRIDGE_{field.upper()}"
-    assert getattr(load(*files, {legacy: value, prefixed: "prefixed"}), field) == "prefixed"
+    assert getattr(load(*files, {legacy: value, prefixed: other}), field) == other
 
 
 def test_legacy_api_key(files: tuple[Path, Path]) -> None:

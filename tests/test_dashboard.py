@@ -53,6 +53,7 @@ class FakeClock:
 INFO = ServerInfo(
     listen="127.0.0.1:8082",
     upstream="llm.example.com:8080/v1",
+    paste=render.client_command("127.0.0.1", 8082, None),
     big_model="qwen3-coder-30b",
     small_model="qwen3-4b",
     version="0.1.0",
@@ -331,16 +332,16 @@ def test_server_info_shows_no_credentials() -> None:
     settings = Settings.model_validate(
         {
             "openai_base_url": "https://user:pw@llm.example.com:8443/v1/?key=abc",
-            "openai_api_key": SECRET,
+            "upstreams": {"other": {"base_url": "http://other.example/v1", "api_key": SECRET}},
             "big_model": "big",
         }
     )
     info = ServerInfo.from_settings(settings)
-    assert info.upstream == "llm.example.com:8443/v1"
+    assert info.upstream == "llm.example.com:8443/v1 + other"
     view = Dashboard(info).view()
     text = text_of(render.dashboard(view, 160, 40), 160)
     assert "pw" not in text and "key=" not in text and SECRET not in text
-    assert secrets_of(settings) == [SECRET]
+    assert secrets_of(settings) == ["pw", SECRET]
 
 
 # -- one line per request, and JSON events ----------------------------------------------------
@@ -526,4 +527,5 @@ def test_serve_picks_its_output_and_folds_uvicorn_logging(
             "listening", "127.0.0.1:9999", "qwen",
         )  # fmt: skip
     else:  # CliRunner's stdout is no terminal: request lines, not the dashboard
-        assert "ANTHROPIC_BASE_URL=http://127.0.0.1:9999 claude" in result.output
+        paste = "ANTHROPIC_BASE_URL=http://127.0.0.1:9999 ANTHROPIC_AUTH_TOKEN=unused claude"
+        assert paste in result.output

@@ -528,9 +528,10 @@ def test_health(http: httpx.Client, upstream: FakeUpstream) -> None:
     response = http.get("/")
 
     assert response.status_code == 200
+    # No auth token set: nobody is told where the key goes (tests/test_browser_guard.py).
     body = response.json()
-    assert body["version"] == __version__
-    assert body["upstream"] == f"127.0.0.1:{upstream.port}"
+    assert body["status"] == "ok" and body["version"] == __version__
+    assert "upstream" not in body and "upstreams" not in body
     assert upstream.requests == []
 
 
@@ -686,9 +687,9 @@ CONTEXT_MESSAGE = (
         ),
         pytest.param(
             JSONReply(error_body("Incorrect API key provided", code="invalid_api_key"), 401),
-            anthropic.AuthenticationError,
-            401,
-            "authentication_error",
+            anthropic.InternalServerError,  # the proxy's key, not the client's: see below
+            502,
+            "api_error",
             id="401",
         ),
         pytest.param(
@@ -700,9 +701,9 @@ CONTEXT_MESSAGE = (
         ),
         pytest.param(
             JSONReply(error_body("Country not supported", "permission_denied"), status=403),
-            anthropic.PermissionDeniedError,
-            403,
-            "permission_error",
+            anthropic.InternalServerError,
+            502,
+            "api_error",
             id="403",
         ),
         pytest.param(
@@ -805,6 +806,23 @@ def test_upstream_error_mapping(
         # The upstream's own words reach the client.
         assert reply.body["error"]["message"] in message
     assert len(upstream.requests) == 1
+
+
+def test_a_refused_upstream_key_says_whose_key_it_was(
+    client: anthropic.Anthropic, upstream: FakeUpstream
+) -> None:
+    """Not a bare `authentication_error` (which Claude Code answers by asking the user to log
+    in to Anthropic): the upstream, by host, refused the key the proxy sends."""
+    upstream.reply(
+        JSONReply(error_body("Incorrect API key provided: ****", code="invalid_api_key"), 401)
+    )
+    with pytest.raises(anthropic.InternalServerError) as caught:
+        client.messages.create(model=MODEL, max_tokens=10, messages=HI)
+    message = assert_sdk_error(caught.value, 502, "api_error")
+    host = upstream.base_url.split("://", 1)[1].split("/", 1)[0]
+    assert message.startswith(f"upstream {host} refused the API key claude-bridge sends it")
+    assert "the client's own key is never forwarded" in message
+    assert caught.value.response.headers["x-should-retry"] == "false"
 
 
 def test_context_length_error_uses_anthropic_wording(

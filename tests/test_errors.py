@@ -63,10 +63,10 @@ TABLE = [
         openai_error(
             "Incorrect API key provided: sk-abc***.", "invalid_request_error", "invalid_api_key"
         ),
-        401,
-        "authentication_error",
+        502,  # the proxy's key was refused, not the client's: `key_refused`
+        "api_error",
     ),
-    (401, openrouter_error(401, "No auth credentials found"), 401, "authentication_error"),
+    (401, openrouter_error(401, "No auth credentials found"), 502, "api_error"),
     (
         402,
         openrouter_error(402, "Insufficient credits. Add more using https://openrouter.ai"),
@@ -88,8 +88,8 @@ TABLE = [
             "invalid_request_error",
             "model_not_found",
         ),
-        403,
-        "permission_error",
+        502,
+        "api_error",
     ),
     (
         404,
@@ -181,6 +181,18 @@ def test_status_table(status: int, body: Any, anthropic_status: int, anthropic_t
         assert isinstance(error, UpstreamError)
         assert (error.status, error.type) == (anthropic_status, anthropic_type), given
         assert error.message
+
+
+@pytest.mark.parametrize("status", [401, 403])
+def test_a_refused_key_is_the_proxys_not_the_clients(status: int) -> None:
+    body = openai_error("Incorrect API key provided: ****", "invalid_request_error")
+    error = from_upstream_response(status, body, host="api.openai.com")
+    # Not 401: Claude Code would ask the user to log in to Anthropic; not retried either.
+    assert (error.status, error.type) == (502, "api_error")
+    assert error.headers == {"x-should-retry": "false"}
+    assert error.message.startswith("upstream api.openai.com refused the API key claude-bridge")
+    assert f"HTTP {status}: Incorrect API key provided: ****" in error.message
+    assert "the client's own key is never forwarded" in error.message
 
 
 def test_messages_are_kept() -> None:

@@ -13,11 +13,11 @@ to is the table of PROTOCOL.md 8.7, extended to transport failures:
 | no headers within read_timeout          | 504 timeout_error         |                      |
 | no event within read_timeout (stall,    |                           | error timeout_error  |
 | or a drip too slow to make one)         | 504 timeout_error         |                      |
-| 400, 422 / 401 / 403 / 404 / 413        | 400 / 401 / 403 / 404 / 413, Anthropic's types   |
+| 400, 422 / 401, 403 / 404 / 413         | 400 / 502 (key refused) / 404 / 413              |
 | 429                                     | 429 rate_limit_error + retry-after               |
 | 500, 502 / 503 / 504                    | 500 api_error / 529 overloaded_error /           |
 |                                         | 504 timeout_error (502, 503 retried)             |
-| 200 that is not JSON, or too big        | 500 api_error             |                      |
+| 200 that is not JSON, or too big        | 502 api_error             |                      |
 | cut connection, body that never ends    |                           | error api_error      |
 | mid-stream `error` chunk                |                           | error, mapped type   |
 | SSE garbage line                        | ignored (SSE rules)       |                      |
@@ -361,8 +361,8 @@ def test_slow_but_steady_stream_is_fine(fast: httpx.Client, upstream: FakeUpstre
 
 STATUSES = [
     (400, 400, "invalid_request_error"),
-    (401, 401, "authentication_error"),
-    (403, 403, "permission_error"),
+    (401, 502, "api_error"),  # the proxy's own key was refused (`key_refused`)
+    (403, 502, "api_error"),
     (404, 404, "not_found_error"),
     (413, 413, "request_too_large"),
     (422, 400, "invalid_request_error"),
@@ -473,7 +473,7 @@ def test_hangup_before_answering(fast: httpx.Client, upstream: FakeUpstream, str
 def test_invalid_json_body(fast: httpx.Client, upstream: FakeUpstream) -> None:
     upstream.reply(RawReply('{"id": "chatcmpl-1", "choices": [', content_type="application/json"))
 
-    message = assert_error(fast.post("/v1/messages", json=body()), 500, "api_error")
+    message = assert_error(fast.post("/v1/messages", json=body()), 502, "api_error")
     assert "not JSON" in message
 
 
@@ -592,7 +592,7 @@ def test_too_big_answer(
     monkeypatch.setattr(upstream_module, "MAX_RESPONSE_BODY", 1024 * 1024)
     upstream.reply(JSONReply(completion("x" * (2 * 1024 * 1024))))
 
-    message = assert_error(fast.post("/v1/messages", json=body()), 500, "api_error")
+    message = assert_error(fast.post("/v1/messages", json=body()), 502, "api_error")
     assert "more than 1048576 bytes" in message
 
 

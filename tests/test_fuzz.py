@@ -13,6 +13,7 @@ hypothesis database is off, so runs are deterministic in time and write nothing.
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import string
@@ -21,6 +22,7 @@ from typing import Any
 
 import httpx
 import pytest
+from conftest import IN_PROCESS_URL
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from starlette.testclient import TestClient
@@ -79,7 +81,7 @@ UPSTREAM = Upstream()
 def client() -> Iterator[TestClient]:
     settings = Settings(openai_base_url="http://upstream.test/v1", big_model="big")
     app = create_app(settings, transport=httpx.MockTransport(UPSTREAM))
-    with TestClient(app, raise_server_exceptions=False) as test_client:
+    with TestClient(app, base_url=IN_PROCESS_URL, raise_server_exceptions=False) as test_client:
         yield test_client
 
 
@@ -150,7 +152,7 @@ image_block = st.one_of(
             "source": {"type": "base64", "media_type": media, "data": data},
         },
         st.sampled_from(["image/png", "image/jpeg", "image/gif", "image/webp"]),
-        st.text(alphabet=string.ascii_letters + string.digits + "+/=", max_size=40),
+        st.binary(min_size=1, max_size=30).map(lambda data: base64.b64encode(data).decode()),
     ),
     st.builds(
         lambda url: {"type": "image", "source": {"type": "url", "url": url}},
@@ -162,7 +164,7 @@ document_block = st.builds(
     st.one_of(
         st.builds(
             lambda d: {"type": "base64", "media_type": "application/pdf", "data": d},
-            st.text(alphabet=string.ascii_letters, max_size=20),
+            st.binary(max_size=15).map(lambda data: base64.b64encode(data).decode()),
         ),
         st.builds(lambda d: {"type": "text", "media_type": "text/plain", "data": d}, text),
         st.builds(lambda c: {"type": "content", "content": c}, st.lists(text_block, max_size=2)),
@@ -203,13 +205,32 @@ assistant_content = text | st.lists(
 def conversation(draw: st.DrawFn) -> list[dict[str, Any]]:
     turns = draw(st.integers(1, 6))
     messages = []
+    offered: list[str] = []  # tool_use ids of the last assistant turn
+    previous = ""
     for turn in range(turns):
         role = "user" if turn % 2 == 0 else "assistant"
         if draw(st.integers(0, 9)) == 0:
             role = draw(st.sampled_from(["user", "assistant", "system"]))
         content = draw(user_content if role != "assistant" else assistant_content)
+        blocks = content if isinstance(content, list) else []
+        if role == "assistant":
+            called = [block["id"] for block in blocks if block["type"] == "tool_use"]
+            offered = offered + called if previous == "assistant" else called
+        elif role == "user":
+            content = [answering(block, offered, draw) for block in blocks] or content
+        if role != "system":
+            previous = role
         messages.append({"role": role, "content": content})
     return messages
+
+
+def answering(block: dict[str, Any], offered: list[str], draw: st.DrawFn) -> dict[str, Any]:
+    """A `tool_result` answers a `tool_use` of the assistant turn before it (the API's rule)."""
+    if block["type"] != "tool_result":
+        return block
+    if not offered:
+        return {"type": "text", "text": "no tool was called"}
+    return {**block, "tool_use_id": draw(st.sampled_from(offered))}
 
 
 custom_tool = st.builds(
@@ -301,15 +322,13 @@ def _no_constants(name: str) -> Any:
 
 
 def test_lone_surrogates_are_not_a_500(client: TestClient) -> None:
-    """A `\\ud83d` escape cut from its pair (a truncated tool output) has no UTF-8 form; the
-    conversation, which carries it in every later request, must stay usable."""
-    before = len(UPSTREAM.bodies)
+    """A `\\ud83d` escape cut from its pair (a truncated tool output) has no UTF-8 form: a 400
+    naming the field, as issue 13 asks (tests/test_client_input.py has the other places)."""
     content = b'{"model":"m","max_tokens":5,"messages":[{"role":"user","content":"a\\ud83d b"}]}'
 
-    assert post(client, "/v1/messages", content).status_code == 200
-    assert post(client, "/v1/messages/count_tokens", content).status_code == 200
-    sent = UPSTREAM.bodies[before:]
-    assert json.loads(sent[0])["messages"][0]["content"] == "a\ufffd b"
+    assert_invalid(client, content)
+    message = post(client, "/v1/messages", content).json()["error"]["message"]
+    assert message.startswith("messages.0.content: ")
 
 
 # -- invalid requests ---------------------------------------------------------------------

@@ -218,6 +218,25 @@ def test_filters_by_model_status_and_text() -> None:
         status_matches(ok, "bad")
 
 
+def test_the_prompt_shown_is_what_the_user_typed() -> None:
+    """Claude Code puts `<system-reminder>` blocks before the user's words, and a tool loop's
+    later turns carry only tool results: `replay list` shows the words."""
+    reminder = {"type": "text", "text": "<system-reminder>\nAs you answer...\n</system-reminder>"}
+    typed = {"type": "text", "text": "fix the failing test"}
+    result = {"type": "tool_result", "tool_use_id": "t1", "content": "ok"}
+    messages = [
+        {"role": "user", "content": [reminder, typed]},
+        {"role": "assistant", "content": [{"type": "tool_use", "id": "t1", "name": "Bash"}]},
+        {"role": "user", "content": [result, reminder]},
+    ]
+    record = Record.model_validate(_record(client={"body": {"messages": messages}}))
+    assert prompt_text(record) == "fix the failing test"
+    only = Record.model_validate(
+        _record(client={"body": {"messages": [{"role": "user", "content": [result]}]}})
+    )
+    assert prompt_text(only) == "[tool_result]"
+
+
 # -- writer --------------------------------------------------------------------------------
 
 

@@ -251,7 +251,6 @@ def test_pings_while_the_upstream_is_silent(passthrough: Bridge, upstream: FakeU
         (529, "overloaded_error", anthropic.InternalServerError),
         (429, "rate_limit_error", anthropic.RateLimitError),
         (400, "invalid_request_error", anthropic.BadRequestError),
-        (401, "authentication_error", anthropic.AuthenticationError),
     ],
 )
 def test_upstream_errors_map_to_anthropic_errors(
@@ -336,6 +335,9 @@ def test_shared_anthropic_captures_pass_through(
         assert relayed[-1]["type"] == "error"
 
 
-def test_health_names_the_upstream(passthrough: Bridge, upstream: FakeUpstream) -> None:
-    health = httpx.get(passthrough.url + "/").json()
+def test_health_names_the_upstream(
+    make_bridge: Callable[..., Bridge], upstream: FakeUpstream
+) -> None:
+    locked = make_bridge(mode="anthropic", auth_token=CLIENT_KEY)
+    health = httpx.get(locked.url + "/", headers={"x-api-key": CLIENT_KEY}).json()
     assert health["upstream"] == f"127.0.0.1:{upstream.port}"

@@ -407,12 +407,17 @@ def test_list_is_newest_first_with_filters_and_json(
     assert empty.exit_code == 0 and "no recorded exchanges match" in empty.output
 
 
-def test_list_reads_the_default_directory(
-    recorded: Recorded, cli: Callable[..., Any], tmp_path: Path
-) -> None:
+def copy_home(recorded: Recorded, tmp_path: Path) -> None:
+    """The recorded session in the `cli` fixture's default journal directory."""
     home = tmp_path / "home" / "journal"
     home.mkdir(parents=True)
     (home / recorded.path.name).write_bytes(recorded.path.read_bytes())
+
+
+def test_list_reads_the_default_directory(
+    recorded: Recorded, cli: Callable[..., Any], tmp_path: Path
+) -> None:
+    copy_home(recorded, tmp_path)
     result = cli("list", "--json")
     assert len(json.loads(result.output)) == len(STEPS)
 
@@ -441,6 +446,11 @@ def test_show_pretty_and_raw(recorded: Recorded, cli: Callable[..., Any]) -> Non
     assert json.loads(raw.output) == record.model_dump(mode="json")
     missing = cli("show", "01NOPE", "--journal", str(recorded.path))
     assert missing.exit_code == 1 and "no recorded exchange '01NOPE'" in missing.output
+    # The provider profile by its name, not as every one of its rules.
+    assert "provider=generic" in out and "reasoning_drops" not in out
+    # The end of the request id, as the dashboard shows it.
+    by_end = cli("show", record.request_id[-6:], "--journal", str(recorded.path))
+    assert by_end.exit_code == 0 and record.id in by_end.output
 
 
 # -- replay diff ---------------------------------------------------------------------------
@@ -536,10 +546,16 @@ def test_send_in_process_to_the_test_upstream(
     assert result.exit_code == 1, result.output
     assert "200 (was 429)" in result.output
     assert "200 (was 400)" in result.output
-    assert "sent 9: 7 same status, 2 different, 0 failed" in result.output
+    # The image's elided stand-in is not base64: the bridge refuses it.
+    assert "400 (was 200)" in result.output and "invalid base64 data" in result.output
+    assert "sent 9: 6 same status, 3 different, 0 failed" in result.output
     assert "elided when recorded" in result.output
-    # The upstream got what was recorded, in order (the invalid request never went there).
-    expected = [canonical_upstream(r.upstream.request.body) for r in recorded.records if r.upstream]
+    # The upstream got what was recorded, in order (the invalid requests never went there).
+    expected = [
+        canonical_upstream(r.upstream.request.body)
+        for r in recorded.records
+        if r.upstream and not r.elided
+    ]
     assert [canonical_upstream(r.json) for r in upstream.requests] == expected
     replays = load(tmp_path / "home" / "journal").records[::-1]
     assert [r.replayed_from for r in replays] == [r.id for r in recorded.records]
@@ -579,6 +595,23 @@ def test_send_to_a_running_bridge_records_it_there(
     assert [r.replayed_from for r in there] == [picked.id, picked.id]
     assert [r.status for r in there] == [401, 200]
     assert not (tmp_path / "home").exists()  # --to: nothing recorded on this side
+
+
+def test_send_does_not_send_replays_again_and_list_marks_them(
+    recorded: Recorded, cli: Callable[..., Any], tmp_path: Path
+) -> None:
+    copy_home(recorded, tmp_path)
+    offline = ("--upstream-replay", str(recorded.path))
+    first = cli("send", *offline)
+    assert f"sent {len(STEPS)}:" in first.output, first.output
+    # The replays were recorded next to the originals; the next run sends the originals only.
+    second = cli("send", *offline)
+    assert f"{len(STEPS)} recorded replay(s) not sent again" in second.output
+    assert f"sent {len(STEPS)}:" in second.output
+    listed = cli("list", "-n", "0")
+    assert listed.output.count("[replay]") == 2 * len(STEPS), listed.output
+    everything = cli("send", "--include-replays", "-n", "1", *offline)
+    assert "not sent again" not in everything.output and "sent 1:" in everything.output
 
 
 # -- serve --upstream-replay ---------------------------------------------------------------

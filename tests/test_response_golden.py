@@ -146,7 +146,7 @@ def test_no_choices_is_an_api_error(body: dict[str, Any]) -> None:
     ctx, _ = context_for("text_plain")
     with pytest.raises(UpstreamError) as caught:
         translate_response(ChatCompletion.model_validate(body), ctx)
-    assert (caught.value.status, caught.value.type) == (500, "api_error")
+    assert (caught.value.status, caught.value.type) == (502, "api_error")
 
 
 @pytest.mark.parametrize(

@@ -28,7 +28,14 @@ from typing import Any
 import anthropic
 import httpx
 import pytest
-from conftest import UPSTREAM_KEY, Bridge, bridge_settings, make_client, start_bridge
+from conftest import (
+    IN_PROCESS_URL,
+    UPSTREAM_KEY,
+    Bridge,
+    bridge_settings,
+    make_client,
+    start_bridge,
+)
 from rich.console import Console
 from starlette.testclient import TestClient
 from upstream import FakeUpstream, JSONReply, RawReply, SSEReply, chunk, completion, text_stream
@@ -194,7 +201,8 @@ def test_the_sdk_with_and_without_the_token(locked: Bridge, upstream: FakeUpstre
 
 def test_token_is_checked_before_the_body_is_read(locked: Bridge, upstream: FakeUpstream) -> None:
     """A stranger cannot make the bridge read (or refuse by size) 33 MB."""
-    response = post(locked, "/v1/messages", {}, content=b"x" * (33 * 1024 * 1024))
+    json_type = {"content-type": "application/json"}
+    response = post(locked, "/v1/messages", json_type, content=b"x" * (33 * 1024 * 1024))
 
     assert response.status_code == 401
     assert response.json()["error"]["type"] == "authentication_error"
@@ -294,7 +302,8 @@ def drive(url: str, token: str) -> list[str]:
             response = http.post("/v1/messages", json={**request, "stream": stream})
             seen.append(str(response.headers) + response.text)
         seen.append(http.post("/v1/messages/count_tokens", json=request).text)
-        seen.append(http.post("/v1/messages", content=b"{not json").text)
+        bad_json = {"content-type": "application/json"}
+        seen.append(http.post("/v1/messages", content=b"{not json", headers=bad_json).text)
         bad = http.post("/v1/messages", json=request, headers={"x-api-key": "not the token"})
         assert bad.status_code == 401
         seen.append(str(bad.headers) + bad.text)
@@ -413,7 +422,8 @@ def test_no_secret_on_the_dashboard(upstream: FakeUpstream) -> None:
 
     headers = {"x-api-key": CANARY_TOKEN}
     request = {"model": MODEL, "max_tokens": 5, "messages": HI}
-    with TestClient(create_app(settings, bus=bus), raise_server_exceptions=False) as client:
+    app = create_app(settings, bus=bus)
+    with TestClient(app, base_url=IN_PROCESS_URL, raise_server_exceptions=False) as client:
         responses = [
             client.post("/v1/messages", json={**request, "stream": stream}, headers=headers).text
             for stream in (False, True, False, False, True, False)
@@ -423,7 +433,9 @@ def test_no_secret_on_the_dashboard(upstream: FakeUpstream) -> None:
     frame = console.export_text()
     assert "authentication_error" in frame or "rate_limit_error" in frame, frame
     assert CANARY_KEY not in frame and CANARY_KEY[:12] not in frame
-    assert CANARY_TOKEN not in frame
+    # The client token only in the line the user pastes to start Claude Code with it.
+    shown = [line for line in frame.splitlines() if CANARY_TOKEN in line]
+    assert [line.split()[1] for line in shown] == [f"ANTHROPIC_AUTH_TOKEN={CANARY_TOKEN}"]
     assert all(CANARY_KEY not in text for text in responses)
 
 
@@ -466,9 +478,15 @@ def test_credentials_in_the_upstream_url_are_never_shown(
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    bridge = make_bridge(openai_base_url=f"http://bob:hunter2secret@127.0.0.1:{port}/v1")
+    # No key: it and the URL's credentials would both be the Authorization header.
+    bridge = make_bridge(
+        openai_base_url=f"http://bob:hunter2secret@127.0.0.1:{port}/v1",
+        openai_api_key=None,
+        auth_token=TOKEN,
+    )
 
-    with httpx.Client(base_url=bridge.url, timeout=10) as http:
+    # The token holder's health answer: the only one that names the upstream.
+    with httpx.Client(base_url=bridge.url, headers={"x-api-key": TOKEN}, timeout=10) as http:
         health = http.get("/")
         failed = http.post("/v1/messages", json={"model": MODEL, "max_tokens": 5, "messages": HI})
 

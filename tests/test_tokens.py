@@ -136,9 +136,9 @@ def test_image_tokens_are_width_times_height_over_750(make: Any) -> None:
 
 def test_unreadable_images_count_the_default() -> None:
     assert image_tokens(source(b"not an image at all")) == IMAGE_DEFAULT_TOKENS
-    assert image_tokens(a.Base64Source(type="base64", media_type="image/png", data="@@@")) == (
-        IMAGE_DEFAULT_TOKENS
-    )
+    # Validation refuses such data now; counting still copes with it.
+    unreadable = a.Base64Source.model_construct(type="base64", media_type="image/png", data="@@@")
+    assert image_tokens(unreadable) == IMAGE_DEFAULT_TOKENS
     assert image_tokens(a.UrlSource(type="url", url="https://example.com/a.png")) == (
         IMAGE_DEFAULT_TOKENS
     )

@@ -13,7 +13,7 @@ import anthropic
 import httpx
 import pytest
 from anthropic.types import MessageParam, TextBlock
-from conftest import BIG_MODEL, UPSTREAM_KEY, Bridge, make_client, start_bridge
+from conftest import BIG_MODEL, CLIENT_KEY, UPSTREAM_KEY, Bridge, make_client, start_bridge
 from typer.testing import CliRunner
 from upstream import FakeUpstream, JSONReply, SSEReply, completion, text_stream
 
@@ -58,6 +58,7 @@ def routed_bridge(make_bridge: Callable[..., Bridge], other: FakeUpstream) -> Br
             {"pattern": "*haiku*", "upstream": "local", "model": "qwen3-4b"},
             {"pattern": "claude-opus-*", "upstream": "native"},
         ],
+        auth_token=CLIENT_KEY,
     )
 
 
@@ -127,7 +128,7 @@ def test_an_upstream_error_names_its_host(
 def test_health_lists_the_upstreams(
     routed_bridge: Bridge, upstream: FakeUpstream, other: FakeUpstream
 ) -> None:
-    health = httpx.get(routed_bridge.url + "/").json()
+    health = httpx.get(routed_bridge.url + "/", headers={"x-api-key": CLIENT_KEY}).json()
     assert health["upstream"] == f"127.0.0.1:{upstream.port}"
     assert health["upstreams"] == {
         "default": f"127.0.0.1:{upstream.port}",

@@ -203,8 +203,19 @@ def test_strings_become_text_blocks() -> None:
     request = parse({**BASE, "system": "Be brief.", "messages": HELLO})
     assert request.system == [a.SystemText(text="Be brief.")]
     assert request.messages[0].content == [a.TextBlock(text="Hello")]
-    result = parse(user({"type": "tool_result", "tool_use_id": "toolu_1", "content": "42"}))
-    tool_result = result.messages[0].content[0]
+    called = {"type": "tool_use", "id": "toolu_1", "name": "calc", "input": {}}
+    answer = {"type": "tool_result", "tool_use_id": "toolu_1", "content": "42"}
+    result = parse(
+        {
+            **BASE,
+            "messages": [
+                *HELLO,
+                {"role": "assistant", "content": [called]},
+                {"role": "user", "content": [answer]},
+            ],
+        }
+    )
+    tool_result = result.messages[2].content[0]
     assert isinstance(tool_result, a.ToolResultBlock)
     assert tool_result.content == [a.TextBlock(text="42")]
 

@@ -128,14 +128,28 @@ Script = Reply | Callable[[RecordedRequest], Reply]
 DONE = "data: [DONE]\n\n"
 
 
-def openai_usage(prompt: int = 12, completion: int = 5, cached: int = 0) -> dict[str, Any]:
-    return {
+def openai_usage(
+    prompt: int = 12,
+    completion: int = 5,
+    cached: int = 0,
+    *,
+    cache_write: int = 0,
+    reasoning: int = 0,
+    cost: float | None = None,
+) -> dict[str, Any]:
+    """OpenAI's usage object; `cache_write` and `cost` as OpenRouter adds them."""
+    usage: dict[str, Any] = {
         "prompt_tokens": prompt,
         "completion_tokens": completion,
         "total_tokens": prompt + completion,
         "prompt_tokens_details": {"cached_tokens": cached, "audio_tokens": 0},
-        "completion_tokens_details": {"reasoning_tokens": 0, "audio_tokens": 0},
+        "completion_tokens_details": {"reasoning_tokens": reasoning, "audio_tokens": 0},
     }
+    if cache_write:
+        usage["prompt_tokens_details"]["cache_write_tokens"] = cache_write
+    if cost is not None:
+        usage["cost"] = cost
+    return usage
 
 
 def tool_call(call_id: str, name: str, arguments: str | dict[str, Any]) -> dict[str, Any]:

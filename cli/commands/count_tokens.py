@@ -11,8 +11,10 @@ from ..inputs import FILE_ARGUMENT, read_input, write_json
 
 
 def count_tokens(file: str = FILE_ARGUMENT) -> None:
-    """Count the input tokens of an Anthropic Messages (or count_tokens) request, offline,
-    with the BPE encoding shipped in the package.
+    """Count a request's input tokens, offline.
+
+    The request is an Anthropic Messages (or count_tokens) body; the BPE encoding is the one
+    shipped in the package.
 
     Example:
 

@@ -83,6 +83,11 @@ class Recording:
     replay_source: Path | None = None
     warnings: tuple[str, ...] = ()
 
+    @property
+    def offline(self) -> bool:
+        """Every upstream answer comes from the replayed journal: no network, no key."""
+        return self.replay is not None and self.replay.miss == ReplayMiss.error.value
+
     def describe(self) -> list[str]:
         """Lines for the console (stderr) at start."""
         lines = list(self.warnings)
@@ -121,4 +126,5 @@ def recording(
         wiring.warnings = tuple(journal.warnings)
     if settings.record:
         wiring.recorder = Recorder.from_settings(settings)
+        wiring.warnings += tuple(wiring.recorder.warnings)
     return wiring

@@ -1,6 +1,6 @@
 """`claude-bridge replay`: browse, re-translate and re-send recorded exchanges.
 
-    replay list [FILE|DIR]          newest first; -n, --json, --model, --status, -q TEXT
+    replay list [FILE|DIR]          newest first; -n, --json, --model, --status, -q TEXT, --session
     replay show ID                  one exchange, pretty; --raw for its JSON record
     replay diff [ID|FILE|DIR]       re-run through the current translation; exit 1 on a change
     replay send [ID|FILE|DIR]       re-send to the upstream (or --to a running claude-bridge)
@@ -23,6 +23,7 @@ import httpx
 import typer
 from rich.console import Group, RenderableType
 from rich.json import JSON
+from rich.markup import escape
 from rich.progress import Progress
 from rich.rule import Rule
 from rich.table import Table
@@ -33,6 +34,7 @@ from claude_bridge.proxy.config import Settings
 from claude_bridge.proxy.journal.reader import Journal, find, load, prompt_text, select
 from claude_bridge.proxy.journal.records import Record, chunk_data
 from claude_bridge.proxy.journal.writer import Recorder, journal_dir
+from claude_bridge.proxy.pricing import Cost, Pricing
 from claude_bridge.proxy.replay import (
     DiffResult,
     ReplayTransport,
@@ -43,7 +45,7 @@ from claude_bridge.proxy.replay import (
 )
 
 from ..console import stderr, stdout
-from ..render import routed_to
+from ..render import money, routed_to
 from .settings import CONFIG_OPTION, settings_from
 
 PROGRESS_OVER = 20
@@ -64,8 +66,9 @@ def register(
     handler)."""
     app = typer.Typer(
         name="replay",
-        help="Browse, re-translate (diff) and re-send exchanges recorded by `serve --record`.",
+        help="Browse, re-translate and re-send recorded exchanges.",
         no_args_is_help=True,
+        rich_markup_mode=None,  # as the main app's
     )
     app.command("list")(guard(list_exchanges))
     app.command("show")(guard(show))
@@ -80,7 +83,9 @@ def register(
 def _load(path: Path) -> Journal:
     journal = load(path)
     for warning in journal.warnings:
-        stderr.print(f"[yellow]warning:[/yellow] {warning}", soft_wrap=True, highlight=False)
+        stderr.print(
+            f"[yellow]warning:[/yellow] {escape(warning)}", soft_wrap=True, highlight=False
+        )
     return journal
 
 
@@ -96,7 +101,9 @@ def _records(target: str | None, journal: Path | None, settings: Settings) -> li
 # -- list ----------------------------------------------------------------------------------
 
 
-def summary(record: Record) -> dict[str, Any]:
+def summary(record: Record, pricing: Pricing) -> dict[str, Any]:
+    """One exchange as `list --json` and `show --json` print it; the cost at today's prices."""
+    usage = record.usage
     return {
         "id": record.id,
         "request_id": record.request_id,
@@ -109,9 +116,16 @@ def summary(record: Record) -> dict[str, Any]:
         "status": record.status,
         "state": record.state,
         "duration_ms": record.timings.end_ms,
-        "input_tokens": record.usage.input_tokens,
-        "output_tokens": record.usage.output_tokens,
-        "stop_reason": record.usage.stop_reason,
+        "input_tokens": usage.input_tokens,
+        "cached_tokens": usage.cached_tokens,
+        "cache_write_tokens": usage.cache_write_tokens,
+        "output_tokens": usage.output_tokens,
+        "reasoning_tokens": usage.reasoning_tokens,
+        **pricing.of_record(record).fields(),
+        "session_id": record.session_id,
+        "agent_id": record.agent_id,
+        "routed_by": record.routing.routed_by,
+        "stop_reason": usage.stop_reason,
         "error": f"{record.error.type}: {record.error.message}" if record.error else None,
         "replayed_from": record.replayed_from,
         "prompt": prompt_text(record)[:200],
@@ -135,10 +149,10 @@ def _client_model(record: Record) -> str:
     return model if isinstance(model, str) else "-"
 
 
-def list_table(records: list[Record]) -> Table:
+def list_table(records: list[Record], pricing: Pricing) -> Table:
     table = Table(box=None, pad_edge=False, header_style="bold")
-    for name in ("id", "time", "model", "status", "ms", "in/out", "prompt"):
-        right = name in ("ms", "in/out")
+    for name in ("id", "time", "model", "status", "ms", "in/out", "cost", "prompt"):
+        right = name in ("ms", "in/out", "cost")
         table.add_column(
             name,
             justify="right" if right else "left",
@@ -155,14 +169,17 @@ def list_table(records: list[Record]) -> Table:
         preview = " ".join(prompt_text(record).split())[:80]
         if record.error:
             preview = f"[{record.error.type}] {preview}"
+        if record.replayed_from:
+            preview = f"[replay] {preview}"
         table.add_row(
             record.id,
             started.strftime("%Y-%m-%d %H:%M:%S"),
-            model,
+            Text(model),  # Text: user strings (`[replay]`, a prompt) are not rich markup
             _status_text(record),
             f"{took:.0f}" if took is not None else "-",
             f"{record.usage.input_tokens}/{record.usage.output_tokens}",
-            preview,
+            money(pricing.of_record(record).usd),
+            Text(preview),
         )
     return table
 
@@ -180,6 +197,9 @@ def list_exchanges(
         None, "--status", "-s", help="ok, error, incomplete, a status (429) or a class (5xx)."
     ),
     search: str = typer.Option(None, "--search", "-q", help="Text in the request or reply."),
+    session: str = typer.Option(
+        None, "--session", help="Claude Code's session id (or its start, as the dashboard shows)."
+    ),
     config: Path = CONFIG_OPTION,
 ) -> None:
     """List recorded exchanges, newest first.
@@ -190,17 +210,19 @@ def list_exchanges(
     """
     settings = settings_from(config)
     records = _load(source or journal_dir(settings)).records
-    records = select(records, model=model, status=status, text=search)
+    records = select(records, model=model, status=status, text=search, session=session)
     if count > 0:
         records = records[:count]
+    pricing = Pricing.from_settings(settings)
     if as_json:
-        sys.stdout.write(json.dumps([summary(r) for r in records], indent=2, ensure_ascii=False))
+        data = [summary(r, pricing) for r in records]
+        sys.stdout.write(json.dumps(data, indent=2, ensure_ascii=False))
         sys.stdout.write("\n")
         return
     if not records:
         stderr.print("no recorded exchanges match", highlight=False)
         return
-    stdout.print(list_table(records))
+    stdout.print(list_table(records, pricing))
 
 
 # -- show ----------------------------------------------------------------------------------
@@ -229,7 +251,39 @@ def _ms(value: float | None) -> str:
     return "-" if value is None else f"{value:.1f} ms"
 
 
-def show_exchange(record: Record) -> Iterator[RenderableType]:
+def cost_line(record: Record, cost: Cost) -> Text:
+    """What the exchange cost and at which rates, or why it is unknown."""
+    if cost.usd is None:
+        model = record.routing.upstream_model or "-"
+        return Text(
+            f'cost: unknown (no price for {model}: set [prices."{model}"] in the config)',
+            style="yellow",
+        )
+    line = f"cost: {money(cost.usd)} ({cost.source or 'nothing used'}"
+    if cost.price is not None:
+        u = record.usage
+        r = cost.price.rates_for(u.input_tokens + u.cached_tokens + u.cache_write_tokens)
+        line += (
+            f"; per million tokens: input ${r.input:g}, output ${r.output:g}, "
+            f"cache read ${r.cache_read:g}, cache write ${r.cache_write:g}"
+        )
+    return Text(line + ")", style="cyan")
+
+
+def _options_text(options: dict[str, Any]) -> str:
+    """The translation options on one line: the provider profile by its name (its rules are
+    data in `core/providers.py`; `--raw` has them all), not as its every field."""
+    shown = []
+    for key, value in options.items():
+        if key == "model":
+            continue
+        if key == "profile" and isinstance(value, dict):
+            key, value = "provider", value.get("name", "?")
+        shown.append(f"{key}={value}")
+    return ", ".join(shown)
+
+
+def show_exchange(record: Record, pricing: Pricing) -> Iterator[RenderableType]:
     """The sections of `replay show`, top to bottom."""
     started = datetime.fromtimestamp(record.timings.started_at).astimezone()
     head = Text.assemble(
@@ -250,18 +304,23 @@ def show_exchange(record: Record) -> Iterator[RenderableType]:
     route = Text(f"{routing.client_model or '-'} → {target}", style="bold")
     route.append("  stream" if routing.stream else "", style="dim")
     route.append("  passed through" if routing.mode == "anthropic" else "", style="dim")
+    route.append(f"  by {routing.routed_by}" if routing.routed_by else "", style="dim")
     if routing.options:
-        shown = ", ".join(f"{k}={v}" for k, v in routing.options.items() if k != "model")
-        route.append(f"  {shown}", style="dim")
+        route.append(f"  {_options_text(routing.options)}", style="dim")
     yield route
     if record.error:
         yield Text(f"error: {record.error.type}: {record.error.message}", style="red")
     usage = record.usage
     yield Text(
-        f"usage: in {usage.input_tokens} (cached {usage.cached_tokens}) out {usage.output_tokens}"
-        f"  stop {usage.stop_reason or '-'}",
+        f"usage: in {usage.input_tokens} (cached {usage.cached_tokens}, written "
+        f"{usage.cache_write_tokens}) out {usage.output_tokens} (reasoning "
+        f"{usage.reasoning_tokens})  stop {usage.stop_reason or '-'}",
         style="cyan",
     )
+    yield cost_line(record, pricing.of_record(record))
+    if record.session_id:
+        agent = f"  agent: {record.agent_id}" if record.agent_id else ""
+        yield Text(f"session: {record.session_id}{agent}", style="dim")
     if record.notes:
         yield Text("not sent upstream: " + ", ".join(record.notes), style="dim")
     if record.elided:
@@ -325,6 +384,9 @@ def _chunks(chunks: list[Any]) -> Text:
 def show(
     exchange: str = typer.Argument(..., help="Exchange id (or a unique prefix, or request id)."),
     raw: bool = typer.Option(False, "--raw", help="The JSON record as written."),
+    as_json: bool = typer.Option(
+        False, "--json", help="Its summary as `list --json` gives it (with today's cost)."
+    ),
     journal: Path = JOURNAL_OPTION,
     config: Path = CONFIG_OPTION,
 ) -> None:
@@ -341,7 +403,12 @@ def show(
         sys.stdout.write(json.dumps(record.model_dump(mode="json"), indent=2, ensure_ascii=False))
         sys.stdout.write("\n")
         return
-    stdout.print(Group(*show_exchange(record)), soft_wrap=True)
+    pricing = Pricing.from_settings(settings)
+    if as_json:
+        sys.stdout.write(json.dumps(summary(record, pricing), indent=2, ensure_ascii=False))
+        sys.stdout.write("\n")
+        return
+    stdout.print(Group(*show_exchange(record, pricing)), soft_wrap=True)
 
 
 # -- diff ----------------------------------------------------------------------------------
@@ -479,10 +546,11 @@ async def _send_all(
             )
     app = create_app(settings, transport=transport, recorder=recorder)
     key = api_key or (settings.auth_token.get_secret_value() if settings.auth_token else None)
+    # A loopback name: the app refuses any other `Host` (proxy/guard.py).
     async with (
         app.router.lifespan_context(app),
         httpx.AsyncClient(
-            transport=httpx.ASGITransport(app=app), base_url="http://claude-bridge", timeout=timeout
+            transport=httpx.ASGITransport(app=app), base_url="http://localhost", timeout=timeout
         ) as client,
     ):
         return await send_records(
@@ -514,20 +582,37 @@ def send(
         help="In process: answer upstream calls from this journal instead (fully offline).",
         metavar="JOURNAL",
     ),
+    include_replays: bool = typer.Option(
+        False,
+        "--include-replays",
+        help="Also re-send exchanges that are replays themselves (an ID always is sent).",
+    ),
     journal: Path = JOURNAL_OPTION,
     config: Path = CONFIG_OPTION,
 ) -> None:
     """Re-send recorded client requests, oldest first, and compare the new statuses.
 
-    The new exchanges are recorded (`replay list` shows them as replays). Exits 1 when a
-    status differs from the recorded one or a request could not be sent.
+    The new exchanges are recorded (`replay list` marks them as replays) and are not sent
+    again by the next run unless --include-replays. Exits 1 when a status differs from the
+    recorded one or a request could not be sent.
 
     Example:
 
         claude-bridge replay send 01JD3K --to http://127.0.0.1:8082
     """
-    settings = settings_from(config)
+    # Offline, or sent to another bridge: no upstream key of this one is used.
+    settings = settings_from(config, keys=upstream_replay is None and to is None)
     records = _records(target, journal, settings)
+    named = target is not None and not Path(target).exists()  # one exchange, by its id
+    if not (named or include_replays):
+        # Each run records its replays: sending those too would send more every time.
+        replays = sum(1 for r in records if r.replayed_from)
+        records = [r for r in records if not r.replayed_from]
+        if replays:
+            stderr.print(
+                f"{replays} recorded replay(s) not sent again (--include-replays sends them)",
+                highlight=False,
+            )
     if count > 0:
         records = records[:count]
     skipped = [r for r in records if not resendable(r)]
@@ -565,6 +650,6 @@ def send(
         highlight=False,
     )
     if recorder is not None and recorder.written:
-        stderr.print(f"recorded to {recorder.path}", highlight=False)
+        stderr.print(f"recorded to {escape(str(recorder.path))}", highlight=False)
     if failed or changed:
         raise typer.Exit(1)

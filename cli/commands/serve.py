@@ -13,7 +13,9 @@ from __future__ import annotations
 import contextlib
 import importlib.util
 import json
+import socket
 import sys
+from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -22,19 +24,21 @@ from typing import Any, TextIO
 
 import typer
 import uvicorn
-from pydantic import SecretStr
+from rich.markup import escape
 from starlette.applications import Starlette
 
-from claude_bridge.proxy import __version__, logs
+from claude_bridge.proxy import __version__, http_limits, logs
 from claude_bridge.proxy.app import create_app
 from claude_bridge.proxy.config import Settings
+from claude_bridge.proxy.diagnose import diagnose
 from claude_bridge.proxy.drain import Server as DrainingServer
+from claude_bridge.proxy.drain import Stopping
 from claude_bridge.proxy.events import Bus, Exchange
 
-from .. import bind_check
+from .. import bind_check, listen
 from ..console import stderr, stdout
 from ..dashboard import Dashboard
-from ..render import ServerInfo, exchange_line
+from ..render import ServerInfo, exchange_line, stopping_line
 from .record_options import (
     RECORD_DIR_OPTION,
     RECORD_FULL_OPTION,
@@ -55,12 +59,8 @@ class LogFormat(StrEnum):
 
 
 def secrets_of(settings: Settings) -> list[str]:
-    """Every secret setting's value, for the log scrubber."""
-    return [
-        value.get_secret_value()
-        for value in vars(settings).values()
-        if isinstance(value, SecretStr) and value.get_secret_value()
-    ]
+    """Every secret of the settings (`Settings.secrets`), for the log scrubber."""
+    return settings.secrets()
 
 
 class JsonEvents:
@@ -140,10 +140,14 @@ def serve(
 
         OPENAI_BASE_URL=http://127.0.0.1:8080/v1 BIG_MODEL=qwen3 claude-bridge serve
 
-    then, in another terminal: ANTHROPIC_BASE_URL=http://127.0.0.1:8082 claude
+    then, in another terminal, the line it prints:
+
+        ANTHROPIC_BASE_URL=http://127.0.0.1:8082 ANTHROPIC_AUTH_TOKEN=unused claude
     """
     settings = settings_from(
         config,
+        # Answered from a journal alone, the upstreams need no key.
+        keys=upstream_replay is None or replay_miss is ReplayMiss.forward,
         host=host,
         port=port,
         log_level=log_level,
@@ -158,32 +162,47 @@ def serve(
         replay_miss=replay_miss,
         replay_timing=replay_timing,
     )
-    info = ServerInfo.from_settings(
-        settings,
-        version=__version__,
-        recording=str(wiring.recorder.path) if wiring.recorder is not None else None,
-        replay=str(wiring.replay_source) if wiring.replay_source is not None else None,
-    )
-    if log_format is LogFormat.json:
-        mode = "json"
-    elif no_dashboard or not stdout.is_terminal or stdout.is_dumb_terminal:
-        mode = "lines"
-    else:
-        mode = "dashboard"
-    logs.configure(
-        settings.log_level,
-        file=log_file,
-        console_format="json" if mode == "json" else "text",
-        secrets=secrets,
-    )
-    bus = Bus()
-    bus.subscribe(logs.RequestLog())
-    display = attach_output(mode, bus, info, secrets)
-    for line in wiring.describe():
-        stderr.print(line, soft_wrap=True, highlight=False)
-    app = create_app(settings, bus=bus, transport=wiring.transport, recorder=wiring.recorder)
-    with display:
-        started = run_server(app, settings, access_log=log_file is not None)
+    # Bound before anything is drawn: a port in use is one error line, not a dashboard first.
+    sockets = listen.bind(settings.host, settings.port)
+    try:
+        settings = settings.model_copy(update={"port": listen.bound_port(sockets)})
+        findings = [str(finding) for finding in diagnose(settings, offline=wiring.offline)]
+        info = ServerInfo.from_settings(
+            settings,
+            version=__version__,
+            recording=str(wiring.recorder.path) if wiring.recorder is not None else None,
+            replay=str(wiring.replay_source) if wiring.replay_source is not None else None,
+            warnings=tuple(findings),
+        )
+        if log_format is LogFormat.json:
+            mode = "json"
+        elif no_dashboard or not stdout.is_terminal or stdout.is_dumb_terminal:
+            mode = "lines"
+        else:
+            mode = "dashboard"
+        logs.configure(
+            settings.log_level,
+            file=log_file,
+            console_format="json" if mode == "json" else "text",
+            secrets=secrets,
+        )
+        if mode != "json":  # the JSON `listening` event carries them
+            for finding in findings:
+                stderr.print(
+                    f"[yellow]warning:[/yellow] {escape(finding)}", soft_wrap=True, highlight=False
+                )
+        bus = Bus()
+        bus.subscribe(logs.RequestLog())
+        display = attach_output(mode, bus, info, secrets)
+        for line in wiring.describe():
+            stderr.print(escape(line), soft_wrap=True, highlight=False)
+        app = create_app(settings, bus=bus, transport=wiring.transport, recorder=wiring.recorder)
+        app.state.drain.on_stop(stop_notice(mode, secrets))
+        with display:
+            started = run_server(app, settings, access_log=log_file is not None, sockets=sockets)
+    finally:
+        for sock in sockets:
+            sock.close()
     if not started:
         stderr.print(
             f"[red]error:[/red] the proxy did not start on {info.listen} (see above)",
@@ -191,6 +210,22 @@ def serve(
             highlight=False,
         )
         raise typer.Exit(3)  # what uvicorn.run exits with when the server cannot start
+
+
+def stop_notice(mode: str, secrets: list[str]) -> Callable[[Stopping], None]:
+    """What tells the user, at once, that the server is stopping and what it waits for."""
+    if mode == "json":
+        events = JsonEvents(sys.stdout, logs.Redactor(secrets))
+
+        def write(stopping: Stopping) -> None:
+            events.write(
+                {"event": "stopping", "in_flight": stopping.in_flight, "ends_in": stopping.ends_in}
+            )
+
+        return write
+    return lambda stopping: stderr.print(
+        stopping_line(stopping.in_flight, stopping.ends_in), soft_wrap=True, highlight=False
+    )
 
 
 def attach_output(
@@ -204,6 +239,8 @@ def attach_output(
             {
                 "event": "listening",
                 "listen": info.listen,
+                "client_command": info.paste,
+                "warnings": list(info.warnings),
                 "upstream": info.upstream,
                 "big_model": info.big_model,
                 "small_model": info.small_model,
@@ -216,11 +253,15 @@ def attach_output(
     if mode == "lines":
         bus.subscribe(print_line)
         models = f"big={info.big_model or '(as asked)'} small={info.small_model or '(as big)'}"
+        # The client token only where the user reads it, not into a pipe or a log file.
+        paste = info.paste if stdout.is_terminal else logs.Redactor(secrets)(info.paste)
         stdout.print(
-            f"claude-bridge → [bold]{info.upstream}[/bold]  {models}\n"
-            f"Paste this to use it:  [bold green]ANTHROPIC_BASE_URL=http://{info.listen}"
-            " claude[/bold green]",
+            f"claude-bridge → [bold]{escape(info.upstream)}[/bold]  {escape(models)}\n"
+            f"Paste this in another terminal:  [bold green]{escape(paste)}[/bold green]\n"
+            "or run [bold]claude-bridge code[/bold] there (it uses this proxy if the "
+            "configuration is the same)",
             highlight=False,
+            soft_wrap=True,
         )
         return nullcontext()
     dashboard = Dashboard(info, console=stdout)
@@ -228,26 +269,30 @@ def attach_output(
     return dashboard.live()
 
 
-def server_stack() -> tuple[str, str]:
-    """uvicorn's event loop and HTTP parser: uvloop and httptools, both C, when importable
-    (they are dependencies; a few hundred microseconds less per request than asyncio's loop
-    and h11), else uvicorn's choice. Named, not left to `auto`, so the choice is ours."""
-    loop = "uvloop" if importlib.util.find_spec("uvloop") is not None else "auto"
-    http = "httptools" if importlib.util.find_spec("httptools") is not None else "auto"
-    return loop, http
+def event_loop() -> str:
+    """uvicorn's event loop: uvloop when importable (a dependency but on Windows; a few hundred
+    microseconds less per request than asyncio's), else uvicorn's choice. The HTTP parser is
+    always httptools, in `http_limits`' protocol."""
+    return "uvloop" if importlib.util.find_spec("uvloop") is not None else "auto"
 
 
-def run_server(app: Starlette, settings: Settings, *, access_log: bool) -> bool:
+def run_server(
+    app: Starlette,
+    settings: Settings,
+    *,
+    access_log: bool,
+    sockets: list[socket.socket] | None = None,
+) -> bool:
     """Serve until stopped (Ctrl-C, SIGTERM); False if the server could not start. On a stop,
     requests in flight get the grace period, then streams end with an `error` event."""
-    loop, http = server_stack()
     server = DrainingServer(
         uvicorn.Config(
             app,
             host=settings.host,
             port=settings.port,
-            loop=loop,
-            http=http,
+            loop=event_loop(),
+            # Header size, request timeouts and the connection cap (proxy/http_limits.py).
+            **http_limits.uvicorn_options(settings),
             # Our handlers (proxy.logs) take uvicorn's records; the access log only has a use
             # in the log file, where it is folded into the JSON records.
             log_config=None,
@@ -261,5 +306,5 @@ def run_server(app: Starlette, settings: Settings, *, access_log: bool) -> bool:
         app.state.drain,
     )
     with contextlib.suppress(SystemExit):  # how uvicorn says it could not bind
-        server.run()
+        server.run(sockets=sockets)
     return bool(server.started)

@@ -14,5 +14,6 @@ CONFIG_OPTION = typer.Option(
 )
 
 
-def settings_from(config: Path | None, **flags: Any) -> Settings:
-    return load_settings(flags=flags, config_path=config)
+def settings_from(config: Path | None, *, keys: bool = True, **flags: Any) -> Settings:
+    """The settings, `flags` on top; `keys=False` when no upstream will be called."""
+    return load_settings(flags=flags, config_path=config, keys=keys)

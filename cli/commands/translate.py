@@ -14,7 +14,7 @@ from claude_bridge.proxy.core.ids import ToolNames, new_message_id
 from claude_bridge.proxy.core.passthrough import forward_body
 from claude_bridge.proxy.core.request import translate_request
 from claude_bridge.proxy.core.response import translate_response
-from claude_bridge.proxy.core.sse import encode_event
+from claude_bridge.proxy.core.sse import SSEDecoder, encode_event
 from claude_bridge.proxy.core.stream import translate_sse
 from claude_bridge.proxy.core.validation import parse_body, parse_object, validate
 from claude_bridge.proxy.models.anthropic import MessagesRequest
@@ -69,6 +69,7 @@ def translate(
         return
     ctx = _context(request_file)
     if stream:
+        _require_sse(data)
         sys.stdout.buffer.write(b"".join(encode_event(e) for e in translate_sse(data, ctx)))
         return
     try:
@@ -76,6 +77,23 @@ def translate(
     except ValueError as exc:
         raise InvalidRequest(f"not an OpenAI chat completion: {str(exc).splitlines()[0]}") from None
     write_json(translate_response(completion, ctx))
+
+
+def _require_sse(data: bytes) -> None:
+    """An OpenAI event stream has `data:` events, each a JSON chunk or `[DONE]`: anything else
+    (a JSON reply, a log, an empty file) is an input error, not a stream that broke off."""
+    decoder = SSEDecoder()
+    events = decoder.decode(data) + decoder.flush()
+    for event in events:
+        if event.data.strip() == "[DONE]":
+            return
+        try:
+            if isinstance(json.loads(event.data), dict):
+                return
+        except ValueError:
+            continue
+    found = f"{len(events)} events, none a JSON chunk" if events else "no `data:` lines"
+    raise InvalidRequest(f"not an OpenAI SSE stream ({found}); for a JSON reply use --response")
 
 
 def _context(request_file: Path | None) -> ReplyContext:

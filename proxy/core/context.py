@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from .ids import ToolNames
+from .nulls import AddedNulls
 
 
 @dataclass(frozen=True)
@@ -16,3 +18,27 @@ class ReplyContext:
     stop_sequences: tuple[str, ...] = ()
     input_estimate: int = 0
     """Input tokens counted locally: stands in until (or unless) the upstream reports usage."""
+    added_nulls: AddedNulls = field(default_factory=AddedNulls)
+    """Where the request's strict schemas made optional properties nullable: those nulls are
+    taken out of the answer (`nulls.py`)."""
+
+
+def message_start(ctx: ReplyContext) -> list[dict[str, Any]]:
+    """What every translated stream opens with: `message_start` (the requested model, the
+    local input estimate until the upstream reports usage) and a first `ping`."""
+    message: dict[str, Any] = {
+        "id": ctx.message_id,
+        "type": "message",
+        "role": "assistant",
+        "model": ctx.model,
+        "content": [],
+        "stop_reason": None,
+        "stop_sequence": None,
+        "usage": {
+            "input_tokens": ctx.input_estimate,
+            "cache_creation_input_tokens": 0,
+            "cache_read_input_tokens": 0,
+            "output_tokens": 1,
+        },
+    }
+    return [{"type": "message_start", "message": message}, {"type": "ping"}]

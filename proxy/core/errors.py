@@ -13,6 +13,8 @@ import json
 import re
 from typing import Any
 
+from . import untrusted
+
 
 class BridgeError(Exception):
     status = 500
@@ -106,7 +108,7 @@ def upstream_message(body: Any) -> tuple[str, str]:
         body = body.decode("utf-8", "replace")
     if isinstance(body, str):
         try:
-            body = json.loads(body)
+            body = untrusted.loads(body)
         except ValueError:
             text = re.sub(r"<[^>]+>", " ", body)
             return " ".join(text.split())[:500] or "upstream error", ""
@@ -153,10 +155,13 @@ def context_overflow(message: str, code: str) -> str | None:
 
 
 def from_upstream_response(
-    status: int, body: Any, headers: dict[str, str] | None = None
+    status: int, body: Any, headers: dict[str, str] | None = None, host: str = ""
 ) -> UpstreamError:
-    """Map an upstream non-2xx answer onto the Anthropic status and error type."""
+    """Map an upstream non-2xx answer onto the Anthropic status and error type; `host` names
+    the upstream in messages about its key."""
     message, code = upstream_message(body)
+    if status in (401, 403):
+        return key_refused(status, message, host)
     headers = headers or {}
     kept = {k: v for k, v in headers.items() if k.lower() in ("retry-after", "retry-after-ms")}
     lowered = f"{message} {code}".lower()
@@ -187,6 +192,44 @@ def from_upstream_response(
     return UpstreamError(message, status=status, type=error_type, headers=kept)
 
 
+def key_refused(status: int, message: str, host: str = "") -> UpstreamError:
+    """An upstream's 401 or 403: it refused the key claude-bridge sends it (the client's own
+    key is never forwarded), so this is the proxy's configuration, not the client's.
+
+    Not a 401 or 403 to the client: its key was fine, and Claude Code answers a 401 by asking
+    the user to log in to Anthropic (an `apiKeyHelper` is re-run). A 502 `api_error`, like
+    any gateway whose upstream failed it, with `x-should-retry: false`: retrying cannot help,
+    and the SDKs and Claude Code show it at once instead of after their retries."""
+    who = f"upstream {host}" if host else "the upstream"
+    return UpstreamError(
+        f"{who} refused the API key claude-bridge sends it (HTTP {status}: {message}); check "
+        "OPENAI_API_KEY, or the upstream's api_key_env (the client's own key is never "
+        "forwarded)",
+        status=502,
+        type="api_error",
+        headers={"x-should-retry": "false"},
+    )
+
+
+def is_error_status(status: int) -> bool:
+    """A 4xx or 5xx answer: an error `from_upstream_response` maps. 2xx is an answer; any
+    other status (1xx, 3xx, beyond 599) is neither and ends as `unexpected_status`."""
+    return 400 <= status <= 599
+
+
+def unexpected_status(status: int, host: str, location: str | None = None) -> UpstreamError:
+    """A 502 for an answer that is neither a reply nor an error: a redirect (never followed:
+    the request carries the key, and a client would take a 3xx for something else), a 304,
+    an informational 1xx, a status no HTTP defines. `location` is the redirect's host ("" for
+    one on the same host); its path and query are not repeated (they may carry tokens)."""
+    message = f"upstream {host} answered HTTP {status}, which is not an API answer"
+    if location is not None:
+        target = f"host {location}" if location else "the same host"
+        message = f"upstream {host} answered HTTP {status}, a redirect to {target}; redirects "
+        message += "are not followed: check the upstream's base URL"
+    return UpstreamError(message, status=502, type="api_error")
+
+
 def from_stream_error(payload: Any) -> UpstreamError:
     """A mid-stream `error` object (OpenAI `server_error`, vLLM `object: error`, OpenRouter)."""
     message, code = upstream_message(payload)
@@ -202,3 +245,16 @@ def from_stream_error(payload: Any) -> UpstreamError:
     if "overload" in lowered:
         return UpstreamError(message, status=529, type="overloaded_error")
     return UpstreamError(message, status=500, type="api_error")
+
+
+_UNSIZED = "prompt is too long: "
+_SIZED = re.compile(r"^prompt is too long: \d+ tokens > \d+ maximum$")
+
+
+def sized_overflow(message: str, window: int, tokens: int) -> str:
+    """`prompt is too long: <the upstream's words>` (it gave no numbers) with the numbers, when
+    the model's window is known: `tokens` is an estimate of the prompt, shown above the window
+    since the upstream refused it. Any other message is returned as it is."""
+    if not message.startswith(_UNSIZED) or _SIZED.match(message):
+        return message
+    return f"prompt is too long: {max(tokens, window + 1)} tokens > {window} maximum"

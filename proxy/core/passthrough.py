@@ -8,12 +8,14 @@ the relay (pings, stall timeout, drain, accounting) treats both modes alike.
 
 from __future__ import annotations
 
-import json
+import re
 from typing import Any
 
-from .errors import BridgeError, UpstreamError
+from . import untrusted
+from .errors import BridgeError, UpstreamError, from_stream_error
 
 Event = dict[str, Any]
+_EVENT_NAME = re.compile(r"[A-Za-z0-9_.-]+")
 
 
 def forward_body(body: dict[str, Any], model: str) -> dict[str, Any]:
@@ -25,7 +27,7 @@ def forward_body(body: dict[str, Any], model: str) -> dict[str, Any]:
 def message_from_upstream(data: Any) -> dict[str, Any]:
     """A 2xx non-streaming answer, as is, once it is known to be a message."""
     if not isinstance(data, dict) or data.get("type") != "message":
-        raise UpstreamError("upstream answer is not an Anthropic message", status=500)
+        raise UpstreamError("upstream answer is not an Anthropic message", status=502)
     return data
 
 
@@ -38,6 +40,11 @@ class PassthroughStream:
         """`message_stop` or `error` was relayed: nothing more will be."""
         return self._done
 
+    @property
+    def upstream_usage(self) -> dict[str, Any] | None:
+        """None: the upstream's usage is in the events relayed, where the relay reads it."""
+        return None
+
     def start(self) -> list[Event]:
         return []  # the upstream sends its own `message_start`
 
@@ -45,12 +52,20 @@ class PassthroughStream:
         if self._done:
             return []
         try:
-            event = json.loads(data)
+            event = untrusted.loads(data)
+        except untrusted.TooDeep as exc:
+            return self.fail(UpstreamError(f"upstream sent an event of {exc}", status=502))
         except ValueError:
             return []  # what the translator does with a garbled line: skip it
-        if not isinstance(event, dict) or not isinstance(event.get("type"), str):
+        kind = event.get("type") if isinstance(event, dict) else None
+        # The type becomes the SSE `event:` line: a line break in it would forge events.
+        if not isinstance(kind, str) or not _EVENT_NAME.fullmatch(kind):
             return []
-        if event["type"] in ("message_stop", "error"):
+        if kind == "error":
+            error = event.get("error")
+            if not (isinstance(error, dict) and isinstance(error.get("type"), str)):
+                event = from_stream_error(event).event()  # the SDKs need `error.type`
+        if kind in ("message_stop", "error"):
             self._done = True
         return [event]
 

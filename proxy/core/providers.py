@@ -44,6 +44,12 @@ class Profile:
     """Default ports of local servers, tried when no host matched (a guess: set `provider`)."""
     auth_header: AuthHeader = "authorization"
     """`authorization: Bearer <key>`, or Azure's `api-key: <key>`."""
+    base_paths: tuple[str, ...] = ()
+    """What the path of a working base URL ends with (the first is the usual one), for the
+    start-up diagnostics (`proxy/diagnose.py`); empty: any path works."""
+    picks_model: bool = True
+    """Whether the server picks the model by the request's name (llama-server answers with the
+    model it loaded, whatever the name): if so, Claude's names need mapping."""
 
     # -- request fields
     max_tokens_field: str = "max_tokens"
@@ -88,6 +94,9 @@ class Profile:
     """Models whose `cache_control` marks are forwarded on content parts (OpenRouter)."""
     strict_strings: bool = False
     """Text-only contents as plain strings and never `content: null` (strict chat templates)."""
+    prompt_cache_key: bool = False
+    """Send the client's session as `prompt_cache_key` (OpenAI): the turns of one conversation
+    then land where its prompt prefix is cached."""
 
     def is_reasoning_model(self, model: str) -> bool:
         return _search(self.reasoning_models, model)
@@ -133,10 +142,12 @@ PROFILES: dict[str, Profile] = {
             name="openai",
             label="OpenAI",
             hosts=("api.openai.com",),
+            base_paths=("/v1",),
             max_tokens_field="max_completion_tokens",
             reasoning_models=OPENAI_REASONING_MODELS,
             effort_models=OPENAI_REASONING_MODELS,
             tool_id_max=40,
+            prompt_cache_key=True,
         ),
         Profile(
             name="azure",
@@ -155,6 +166,7 @@ PROFILES: dict[str, Profile] = {
             name="openrouter",
             label="OpenRouter",
             hosts=("openrouter.ai",),
+            base_paths=("/api/v1",),
             reasoning="openrouter",
             effort_values=("minimal", "low", "medium", "high", "xhigh"),
             passback="reasoning_details",
@@ -176,6 +188,8 @@ PROFILES: dict[str, Profile] = {
             name="gemini",
             label="Gemini (OpenAI compatibility)",
             hosts=("generativelanguage.googleapis.com", "aiplatform.googleapis.com"),
+            # AI Studio's `/v1beta/openai`, Vertex AI's `.../endpoints/openapi`.
+            base_paths=("/v1beta/openai", "/openai", "/openapi"),
             carriers=("extra_content",),
             schema="gemini",
         ),
@@ -183,6 +197,7 @@ PROFILES: dict[str, Profile] = {
             name="groq",
             label="Groq",
             hosts=("api.groq.com",),
+            base_paths=("/openai/v1",),
             effort_models=r"gpt-oss",
             strict_strings=True,
         ),
@@ -190,6 +205,7 @@ PROFILES: dict[str, Profile] = {
             name="xai",
             label="xAI",
             hosts=("api.x.ai",),
+            base_paths=("/v1",),
             reasoning_models=r"^grok-(4|3-mini|code)",
             reasoning_max_tokens_field="max_tokens",
             reasoning_drops=("stop",),
@@ -200,6 +216,7 @@ PROFILES: dict[str, Profile] = {
             name="mistral",
             label="Mistral",
             hosts=("api.mistral.ai", "codestral.mistral.ai"),
+            base_paths=("/v1",),
             reasoning="none",
             tool_id_alnum=9,
             body_fields=(
@@ -227,6 +244,7 @@ PROFILES: dict[str, Profile] = {
             name="vllm",
             label="vLLM",
             ports=(8000,),
+            base_paths=("/v1",),
             thinking_kwargs=True,
             passback="reasoning_content",
             top_k=True,
@@ -235,6 +253,7 @@ PROFILES: dict[str, Profile] = {
             name="llamacpp",
             label="llama.cpp server / llama-cpp-python",
             ports=(8080,),
+            picks_model=False,
             thinking_kwargs=True,
             passback="reasoning_content",
             top_k=True,
@@ -245,9 +264,16 @@ PROFILES: dict[str, Profile] = {
             label="Ollama",
             hosts=("ollama.com",),
             ports=(11434,),
+            base_paths=("/v1",),
             strict_strings=True,
         ),
-        Profile(name="lmstudio", label="LM Studio", ports=(1234,), strict_strings=True),
+        Profile(
+            name="lmstudio",
+            label="LM Studio",
+            ports=(1234,),
+            base_paths=("/v1",),
+            strict_strings=True,
+        ),
     )
 }
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -12,14 +12,19 @@ from ..models import anthropic as a
 from .builtin_tools import builtin_schema
 from .errors import InvalidRequest
 from .ids import PROXY_SIGNATURE_PREFIX, ToolNames, decode_tool_id, fit_tool_id
+from .nulls import AddedNulls
 from .providers import GENERIC, Profile, coerce
 from .schema import gemini_schema
+from .session import session_of_user_id
+from .strict import strict_schema
 
 BILLING_HEADER_PREFIX = "x-anthropic-billing-header:"
 MAX_STOP_SEQUENCES = 4
 TOOL_ERROR_MARK = "[tool error] "
 _EFFORTS = frozenset(("low", "medium", "high", "xhigh", "max"))
 CLAUDE_REASONING_FORMAT = "anthropic-claude-v1"
+KNOWN = frozenset(("output_format",))
+"""Fields the models keep as extras that translation reads (the beta `output_format`)."""
 
 
 @dataclass(frozen=True)
@@ -48,10 +53,12 @@ class OpenAIRequest:
     tool_names: ToolNames
     dropped: list[str] = field(default_factory=list)
     """What could not be expressed upstream, for a debug log line."""
+    added_nulls: AddedNulls = field(default_factory=AddedNulls)
+    """Strict schemas sent with optional properties made nullable (for the reply context)."""
 
 
 @dataclass
-class _Context:
+class Translation:
     """What every part of one translation consults."""
 
     profile: Profile
@@ -60,15 +67,23 @@ class _Context:
     dropped: list[str]
     cache_control: bool
     """Forward `cache_control` on content parts (OpenRouter serving Claude or Gemini)."""
+    null_tools: dict[str, dict[str, Any]] = field(default_factory=dict)
+    null_output: dict[str, Any] | None = None
 
     def call_id(self, client_id: str) -> str:
-        """The upstream's id for a tool call the client names by `client_id`."""
-        profile = self.profile
-        return fit_tool_id(
-            decode_tool_id(client_id)[0],
-            max_length=profile.tool_id_max,
-            alnum_length=profile.tool_id_alnum,
-        )
+        return upstream_call_id(client_id, self.profile)
+
+    def strict(self, schema: dict[str, Any], what: str) -> tuple[dict[str, Any], bool, bool]:
+        """(schema, strict, nulls added): the strict-mode form of a schema the client wants
+        kept to, or the schema as it is with `strict: false` when it has none."""
+        form = strict_schema(schema)
+        if form.schema is None:
+            self.dropped.append(f"strict mode for {what} ({form.problem})")
+            return schema, False, False
+        return form.schema, True, form.added_nulls
+
+    def added_nulls(self) -> AddedNulls:
+        return AddedNulls(self.null_tools, self.null_output)
 
     def schema(self, schema: dict[str, Any]) -> dict[str, Any]:
         if self.profile.schema != "gemini":
@@ -82,11 +97,20 @@ class _Context:
         return cleaned
 
 
+def upstream_call_id(client_id: str, profile: Profile) -> str:
+    """The upstream's id for a tool call the client names by `client_id`."""
+    return fit_tool_id(
+        decode_tool_id(client_id)[0],
+        max_length=profile.tool_id_max,
+        alnum_length=profile.tool_id_alnum,
+    )
+
+
 def translate_request(request: a.MessagesRequest, options: RequestOptions) -> OpenAIRequest:
     profile, model = options.profile, options.model
     names = ToolNames([t.name for t in request.tools or ()])
     dropped: list[str] = []
-    ctx = _Context(profile, model, names, dropped, profile.forwards_cache_control(model))
+    ctx = Translation(profile, model, names, dropped, profile.forwards_cache_control(model))
     messages = _system_messages(request, ctx)
     messages.extend(_conversation(request.messages, ctx))
     _reasoning_content(messages, ctx)
@@ -96,29 +120,14 @@ def translate_request(request: a.MessagesRequest, options: RequestOptions) -> Op
     body: dict[str, Any] = {"model": model, "messages": messages}
     reasoning_model = profile.is_reasoning_model(model)
     drops = profile.reasoning_drops if reasoning_model else ()
-    max_tokens = request.max_tokens
-    if options.max_tokens_cap is not None and max_tokens > options.max_tokens_cap:
-        max_tokens = options.max_tokens_cap
+    max_tokens = capped_max_tokens(request, options)
     field_name = profile.reasoning_max_tokens_field if reasoning_model else profile.max_tokens_field
     body[field_name] = max_tokens
     if request.stream:
         body["stream"] = True
         if options.stream_usage:
             body["stream_options"] = {"include_usage": True}
-    for name in ("temperature", "top_p"):
-        value = getattr(request, name)
-        if value is None:
-            continue
-        if name in drops and value != 1:
-            # "Only the default (1) value is supported" on OpenAI reasoning models.
-            dropped.append(f"{name} (not accepted by {model})")
-        else:
-            body[name] = value
-    if request.top_k is not None:
-        if profile.top_k:
-            body["top_k"] = request.top_k
-        else:
-            dropped.append("top_k")
+    sampling(request, body, drops, ctx)
     if request.stop_sequences:
         if "stop" in drops:
             dropped.append(f"stop_sequences (not accepted by {model})")
@@ -128,26 +137,61 @@ def translate_request(request: a.MessagesRequest, options: RequestOptions) -> Op
                 dropped.append(f"stop_sequences beyond the first {MAX_STOP_SEQUENCES}")
     if request.metadata and request.metadata.user_id:
         body["user"] = _user_field(request.metadata.user_id)
+        session = session_of_user_id(request.metadata.user_id)
+        if session and profile.prompt_cache_key:
+            # Hashed like `user`: the bucket only needs to be stable per conversation.
+            body["prompt_cache_key"] = hashlib.sha256(session.encode()).hexdigest()[:32]
     _tools(request, body, ctx)
     if options.reasoning_effort:
         _thinking(request, body, max_tokens, ctx)
-    if request.output_config and request.output_config.format:
-        body["response_format"] = _response_format(request.output_config.format, ctx)
-    for name in ("context_management", "service_tier"):
-        if getattr(request, name) is not None:
-            dropped.append(name)
-    dropped.extend(f"unknown field {key}" for key in request.model_extra or {})
+    output_format = json_output_format(request)
+    if output_format is not None:
+        body["response_format"] = _response_format(output_format, ctx)
+    dropped.extend(unsent_fields(request))
     if profile.body_fields is not None:
         for key in [k for k in body if k not in profile.body_fields]:
             del body[key]
             dropped.append(f"{key} (not accepted by {profile.label})")
-    return OpenAIRequest(body=body, tool_names=names, dropped=dropped)
+    return OpenAIRequest(body, names, dropped, ctx.added_nulls())
+
+
+def capped_max_tokens(request: a.MessagesRequest, options: RequestOptions) -> int:
+    cap = options.max_tokens_cap
+    return request.max_tokens if cap is None else min(request.max_tokens, cap)
+
+
+def sampling(
+    request: a.MessagesRequest, body: dict[str, Any], drops: Iterable[str], ctx: Translation
+) -> None:
+    """`temperature` and `top_p` unless the model refuses them (`drops`); `top_k` where the
+    profile forwards it."""
+    for name in ("temperature", "top_p"):
+        value = getattr(request, name)
+        if value is None:
+            continue
+        if name in drops and value != 1:
+            # "Only the default (1) value is supported" on OpenAI reasoning models.
+            ctx.dropped.append(f"{name} (not accepted by {ctx.model})")
+        else:
+            body[name] = value
+    if request.top_k is not None:
+        if ctx.profile.top_k:
+            body["top_k"] = request.top_k
+        else:
+            ctx.dropped.append("top_k")
+
+
+def unsent_fields(request: a.MessagesRequest) -> list[str]:
+    """Request fields no translated dialect carries, and fields this proxy does not know."""
+    unsent = [n for n in ("context_management", "service_tier") if getattr(request, n) is not None]
+    unsent.extend(f"unknown field {key}" for key in request.model_extra or {} if key not in KNOWN)
+    return unsent
 
 
 # -- system ------------------------------------------------------------------------------
 
 
-def _system_messages(request: a.MessagesRequest, ctx: _Context) -> list[dict[str, Any]]:
+def _system_messages(request: a.MessagesRequest, ctx: Translation) -> list[dict[str, Any]]:
     """One leading system message. Claude Code's `role: "system"` messages and mid-conversation
     system blocks join it: strict chat templates reject a system message anywhere but first.
     With `cache_control` forwarded and marked, the blocks stay apart as text parts."""
@@ -173,7 +217,7 @@ def _system_messages(request: a.MessagesRequest, ctx: _Context) -> list[dict[str
     return [{"role": "system", "content": "\n\n".join(p["text"] for p in parts)}]
 
 
-def _text_part(text: str, cache_control: a.CacheControl | None, ctx: _Context) -> dict[str, Any]:
+def _text_part(text: str, cache_control: a.CacheControl | None, ctx: Translation) -> dict[str, Any]:
     part: dict[str, Any] = {"type": "text", "text": text}
     if cache_control is not None and ctx.cache_control:
         part["cache_control"] = cache_control.model_dump(exclude_none=True)
@@ -183,12 +227,16 @@ def _text_part(text: str, cache_control: a.CacheControl | None, ctx: _Context) -
 # -- conversation ------------------------------------------------------------------------
 
 
-def _merged(messages: list[a.Message]) -> Iterator[tuple[str, list[Any]]]:
-    """Consecutive same-role turns as one turn, as the Anthropic API itself combines them."""
+def merged_turns(
+    messages: list[a.Message], system_turns: bool = False
+) -> Iterator[tuple[str, list[Any]]]:
+    """Consecutive same-role turns as one turn, as the Anthropic API itself combines them.
+    Claude Code's `role: "system"` messages are left out (they join the system prompt), or with
+    `system_turns` are turns of their own, where they stand."""
     role: str | None = None
     blocks: list[Any] = []
     for message in messages:
-        if message.role == "system":
+        if message.role == "system" and not system_turns:
             continue
         if message.role != role and role is not None:
             yield role, blocks
@@ -199,8 +247,8 @@ def _merged(messages: list[a.Message]) -> Iterator[tuple[str, list[Any]]]:
         yield role, blocks
 
 
-def _conversation(messages: list[a.Message], ctx: _Context) -> Iterator[dict[str, Any]]:
-    for role, blocks in _merged(messages):
+def _conversation(messages: list[a.Message], ctx: Translation) -> Iterator[dict[str, Any]]:
+    for role, blocks in merged_turns(messages):
         if role == "assistant":
             yield from _assistant(blocks, ctx)
         else:
@@ -211,7 +259,7 @@ def _conversation(messages: list[a.Message], ctx: _Context) -> Iterator[dict[str
 _THINKING = "\0thinking"
 
 
-def _assistant(blocks: list[Any], ctx: _Context) -> Iterator[dict[str, Any]]:
+def _assistant(blocks: list[Any], ctx: Translation) -> Iterator[dict[str, Any]]:
     profile = ctx.profile
     texts: list[dict[str, Any]] = []
     calls: list[dict[str, Any]] = []
@@ -261,7 +309,7 @@ def _assistant(blocks: list[Any], ctx: _Context) -> Iterator[dict[str, Any]]:
 
 
 def _restore_signature(
-    call: dict[str, Any], client_id: str, signatures: list[dict[str, Any]], ctx: _Context
+    call: dict[str, Any], client_id: str, signatures: list[dict[str, Any]], ctx: Translation
 ) -> None:
     """Give the upstream back the thought signature it attached to this call (carried in
     the tool id, see `ids`), where this upstream reads it."""
@@ -283,7 +331,7 @@ def _restore_signature(
 
 
 def _reasoning_detail(
-    block: a.ThinkingBlock | a.RedactedThinkingBlock, index: int, ctx: _Context
+    block: a.ThinkingBlock | a.RedactedThinkingBlock, index: int, ctx: Translation
 ) -> dict[str, Any] | None:
     """OpenRouter's lossless carrier for Claude's thinking: `reasoning.text` with the
     signature, `reasoning.encrypted` for redacted thinking."""
@@ -307,7 +355,7 @@ def _reasoning_detail(
     return detail
 
 
-def _reasoning_content(messages: list[dict[str, Any]], ctx: _Context) -> None:
+def _reasoning_content(messages: list[dict[str, Any]], ctx: Translation) -> None:
     """DeepSeek (thinking mode) 400s unless turns that called tools come back with their
     `reasoning_content`; local servers' templates (gpt-oss, Qwen3) render it for tool calls."""
     if ctx.profile.passback != "reasoning_content":
@@ -336,7 +384,7 @@ def _plain_strings(messages: list[dict[str, Any]]) -> None:
             message["content"] = "\n\n".join(p["text"] for p in content)
 
 
-def _user(blocks: list[Any], ctx: _Context) -> Iterator[dict[str, Any]]:
+def _user(blocks: list[Any], ctx: Translation) -> Iterator[dict[str, Any]]:
     """Tool results first, as `tool` messages right after the assistant turn that called;
     then the rest of the turn, with any images the tool results carried."""
     parts: list[dict[str, Any]] = []
@@ -363,7 +411,7 @@ def _user(blocks: list[Any], ctx: _Context) -> Iterator[dict[str, Any]]:
         yield {"role": "user", "content": parts}
 
 
-def _tool_result(block: a.ToolResultBlock, ctx: _Context) -> tuple[str, list[dict[str, Any]]]:
+def _tool_result(block: a.ToolResultBlock, ctx: Translation) -> tuple[str, list[dict[str, Any]]]:
     """The text of a tool result and, apart, its images: OpenAI tool messages are text only."""
     texts: list[str] = []
     media: list[dict[str, Any]] = []
@@ -386,7 +434,9 @@ def _tool_result(block: a.ToolResultBlock, ctx: _Context) -> tuple[str, list[dic
     return text, media
 
 
-def _user_parts(block: Any, ctx: _Context, cache_control: bool = True) -> Iterator[dict[str, Any]]:
+def _user_parts(
+    block: Any, ctx: Translation, cache_control: bool = True
+) -> Iterator[dict[str, Any]]:
     parts = list(_parts_of(block, ctx))
     marked = getattr(block, "cache_control", None)
     if parts and cache_control and ctx.cache_control and marked is not None:
@@ -394,12 +444,12 @@ def _user_parts(block: Any, ctx: _Context, cache_control: bool = True) -> Iterat
     yield from parts
 
 
-def _parts_of(block: Any, ctx: _Context) -> Iterator[dict[str, Any]]:
+def _parts_of(block: Any, ctx: Translation) -> Iterator[dict[str, Any]]:
     if isinstance(block, a.TextBlock):
         if block.text:
             yield {"type": "text", "text": block.text}
     elif isinstance(block, a.ImageBlock):
-        yield {"type": "image_url", "image_url": {"url": _image_url(block.source)}}
+        yield {"type": "image_url", "image_url": {"url": image_url(block.source)}}
     elif isinstance(block, a.DocumentBlock):
         yield from _document(block, ctx)
     elif isinstance(block, a.SearchResultBlock):
@@ -409,7 +459,7 @@ def _parts_of(block: Any, ctx: _Context) -> Iterator[dict[str, Any]]:
         ctx.dropped.append(f"user {block.type} block")
 
 
-def _image_url(source: Any) -> str:
+def image_url(source: Any) -> str:
     if isinstance(source, a.Base64Source):
         return f"data:{source.media_type};base64,{source.data}"
     if isinstance(source, a.UrlSource):
@@ -417,7 +467,7 @@ def _image_url(source: Any) -> str:
     raise InvalidRequest("image source of type 'file' (Files API) is not supported by this proxy")
 
 
-def _document(block: a.DocumentBlock, ctx: _Context) -> Iterator[dict[str, Any]]:
+def _document(block: a.DocumentBlock, ctx: Translation) -> Iterator[dict[str, Any]]:
     heading = "\n".join(x for x in (block.title, block.context) if x)
     source = block.source
     if isinstance(source, a.Base64Source):
@@ -450,9 +500,22 @@ def _document(block: a.DocumentBlock, ctx: _Context) -> Iterator[dict[str, Any]]
 # -- tools and options -------------------------------------------------------------------
 
 
-def _tools(request: a.MessagesRequest, body: dict[str, Any], ctx: _Context) -> None:
-    names = ctx.names
-    tools = list(_tool_definitions(request.tools or (), ctx))
+def _tools(request: a.MessagesRequest, body: dict[str, Any], ctx: Translation) -> None:
+    tools = list(tool_definitions(request.tools or (), ctx))
+    add_tools(
+        request, body, tools, ctx, lambda name: {"type": "function", "function": {"name": name}}
+    )
+
+
+def add_tools(
+    request: a.MessagesRequest,
+    body: dict[str, Any],
+    tools: list[dict[str, Any]],
+    ctx: Translation,
+    named: Callable[[str], dict[str, Any]],
+) -> None:
+    """`tools` with `tool_choice` and `parallel_tool_calls` as the request's `tool_choice` asks;
+    `named` is the dialect's choice of one tool, given its upstream name."""
     choice = request.tool_choice
     if not tools:
         if choice is not None and not isinstance(choice, a.ToolChoiceNone):
@@ -464,17 +527,14 @@ def _tools(request: a.MessagesRequest, body: dict[str, Any], ctx: _Context) -> N
     elif isinstance(choice, a.ToolChoiceAny):
         body["tool_choice"] = "required"
     elif isinstance(choice, a.ToolChoiceTool):
-        body["tool_choice"] = {
-            "type": "function",
-            "function": {"name": names.to_upstream(choice.name)},
-        }
+        body["tool_choice"] = named(ctx.names.to_upstream(choice.name))
     elif isinstance(choice, a.ToolChoiceNone):
         body["tool_choice"] = "none"
     if choice is not None and getattr(choice, "disable_parallel_tool_use", None):
         body["parallel_tool_calls"] = False
 
 
-def _tool_definitions(tools: Iterable[Any], ctx: _Context) -> Iterator[dict[str, Any]]:
+def tool_definitions(tools: Iterable[Any], ctx: Translation) -> Iterator[dict[str, Any]]:
     for tool in tools:
         if isinstance(tool, a.CustomTool):
             description, schema = tool.description, tool.input_schema
@@ -484,28 +544,38 @@ def _tool_definitions(tools: Iterable[Any], ctx: _Context) -> Iterator[dict[str,
                 ctx.dropped.append(f"server tool {tool.type}")
                 continue
             description, schema = builtin
-        function: dict[str, Any] = {
-            "name": ctx.names.to_upstream(tool.name),
-            "parameters": ctx.schema(schema),
-        }
+        function: dict[str, Any] = {"name": ctx.names.to_upstream(tool.name)}
         if description:
             function["description"] = description
+        if is_strict(tool) and ctx.profile.schema != "gemini":
+            function["parameters"], strict, nulls = ctx.strict(schema, f"tool {tool.name}")
+            if strict:
+                function["strict"] = True
+            if nulls:
+                ctx.null_tools[tool.name] = schema
+        else:
+            function["parameters"] = ctx.schema(schema)
         yield {"type": "function", "function": function}
 
 
+def is_strict(tool: Any) -> bool:
+    """A custom tool whose input the client wants kept to its schema (`strict: true`)."""
+    return isinstance(tool, a.CustomTool) and (tool.model_extra or {}).get("strict") is True
+
+
 def _thinking(
-    request: a.MessagesRequest, body: dict[str, Any], max_tokens: int, ctx: _Context
+    request: a.MessagesRequest, body: dict[str, Any], max_tokens: int, ctx: Translation
 ) -> None:
     """Thinking and `output_config.effort`, the way this upstream asks for reasoning."""
     profile, model = ctx.profile, ctx.model
     style = profile.reasoning
     if style == "effort":
-        effort = _reasoning_effort(request)
+        effort = reasoning_effort(request)
         if effort and profile.takes_effort(model):
             body["reasoning_effort"] = profile.effort(effort)
         elif effort:
             ctx.dropped.append(f"reasoning_effort (not accepted by {model})")
-        switch = _thinking_switch(request)
+        switch = thinking_switch(request)
         if profile.thinking_kwargs and switch is not None:
             body["chat_template_kwargs"] = {"enable_thinking": switch}
     elif style == "openrouter":
@@ -513,7 +583,7 @@ def _thinking(
         if reasoning:
             body["reasoning"] = reasoning
     elif style == "deepseek":
-        switch = _thinking_switch(request)
+        switch = thinking_switch(request)
         if switch is not None:
             body["thinking"] = {"type": "enabled" if switch else "disabled"}
     elif request.thinking is not None and not isinstance(request.thinking, a.ThinkingDisabled):
@@ -525,7 +595,7 @@ def _requested_effort(request: a.MessagesRequest) -> str | None:
     return effort if effort in _EFFORTS else None
 
 
-def _reasoning_effort(request: a.MessagesRequest) -> str | None:
+def reasoning_effort(request: a.MessagesRequest) -> str | None:
     """low, medium, high, xhigh or max: what the client asked for, before the upstream's
     accepted values narrow it."""
     effort = _requested_effort(request)
@@ -540,7 +610,7 @@ def _reasoning_effort(request: a.MessagesRequest) -> str | None:
     return effort
 
 
-def _thinking_switch(request: a.MessagesRequest) -> bool | None:
+def thinking_switch(request: a.MessagesRequest) -> bool | None:
     thinking = request.thinking
     if isinstance(thinking, (a.ThinkingEnabled, a.ThinkingAdaptive)):
         return True
@@ -550,7 +620,7 @@ def _thinking_switch(request: a.MessagesRequest) -> bool | None:
 
 
 def _openrouter_reasoning(
-    request: a.MessagesRequest, max_tokens: int, ctx: _Context
+    request: a.MessagesRequest, max_tokens: int, ctx: Translation
 ) -> dict[str, Any] | None:
     """`{max_tokens: budget}` for a thinking budget (exact for Claude), else `{effort}`."""
     thinking = request.thinking
@@ -571,11 +641,33 @@ def _openrouter_reasoning(
     return None
 
 
-def _response_format(schema_format: dict[str, Any], ctx: _Context) -> dict[str, Any]:
-    schema = ctx.schema(schema_format.get("schema", {}))
+def json_output_format(request: a.MessagesRequest) -> dict[str, Any] | None:
+    """The JSON schema of a structured-output request: `output_config.format`, or the beta
+    `output_format` that SDKs still send during the transition (PROTOCOL.md 13.1)."""
+    fmt = request.output_config.format if request.output_config else None
+    if fmt is None:
+        fmt = (request.model_extra or {}).get("output_format")
+    if not isinstance(fmt, dict) or fmt.get("type", "json_schema") != "json_schema":
+        return None
+    schema = fmt.get("schema")
+    return schema if isinstance(schema, dict) else {}
+
+
+def output_schema(schema: dict[str, Any], ctx: Translation) -> tuple[dict[str, Any], bool]:
+    """(schema, strict) for a structured output; notes the nulls the strict form adds."""
+    if ctx.profile.schema == "gemini":
+        return ctx.schema(schema), True
+    sent, strict, nulls = ctx.strict(schema, "the output format")
+    if nulls:
+        ctx.null_output = schema
+    return sent, strict
+
+
+def _response_format(schema: dict[str, Any], ctx: Translation) -> dict[str, Any]:
+    sent, strict = output_schema(schema, ctx)
     return {
         "type": "json_schema",
-        "json_schema": {"name": "output", "schema": schema, "strict": True},
+        "json_schema": {"name": "output", "schema": sent, "strict": strict},
     }
 
 

@@ -18,7 +18,7 @@ def translate_response(
     completion: ChatCompletion, ctx: ReplyContext, output_estimate: int = 0
 ) -> dict[str, Any]:
     if not completion.choices or completion.choices[0].message is None:
-        raise UpstreamError("upstream returned no choices", status=500, type="api_error")
+        raise UpstreamError("upstream returned no choices", status=502, type="api_error")
     choice = completion.choices[0]
     message = choice.message
     assert message is not None
@@ -65,7 +65,7 @@ def translate_response(
     usage = completion.usage
     if usage:
         usage = with_timings(usage, (completion.model_extra or {}).get("timings"))
-    return {
+    reply = {
         "id": ctx.message_id,
         "type": "message",
         "role": "assistant",
@@ -75,3 +75,4 @@ def translate_response(
         "stop_sequence": sequence,
         "usage": anthropic_usage(usage, ctx.input_estimate, output_estimate),
     }
+    return ctx.added_nulls.message(reply)  # what strict schemas added (nulls.py)

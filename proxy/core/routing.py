@@ -1,18 +1,38 @@
 """Client model name -> (upstream, upstream model).
 
-Claude Code asks for `claude-opus-*`, `claude-sonnet-*` and `claude-haiku-*`; users map the
-first two to a big model and the third to a small one, on the default upstream. Ordered rules
-come first, and may send a name to another named upstream.
+Claude Code asks for `claude-opus-*`, `claude-sonnet-*`, `claude-fable-*` and `claude-haiku-*`
+(PROTOCOL.md 11.5: the four aliases it knows); users map the haiku tier to a small model and the
+others to a big one, on the default upstream. Ordered rules come first, and may send a name to
+another named upstream. Before them all, a *gateway id* (`qwen3@claude-bridge`,
+`local/qwen3@claude-bridge`) names its upstream and model outright: it is what `GET /v1/models`
+lists and what `claude-bridge code` puts in Claude Code's model variables, so a model picked in
+Claude Code's `/model` reaches exactly the model that row described, whatever the rules say.
 """
 
 from __future__ import annotations
 
 import fnmatch
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass, field
 
 DEFAULT_UPSTREAM = "default"
 """The upstream of the top-level settings (`openai_base_url`, `openai_api_key`, ...)."""
+
+TIERS = ("opus", "sonnet", "fable", "haiku")
+"""Claude's model families, as Claude Code's aliases name them; only haiku is small."""
+SMALL_TIERS = frozenset({"haiku"})
+LATEST = {
+    "opus": "claude-opus-5-5",
+    "sonnet": "claude-sonnet-5-5",
+    "fable": "claude-fable-5-2",
+    "haiku": "claude-haiku-5-5",
+}
+"""What each alias resolves to in Claude Code 2.1.33x (its `latest_per_family`): the names a
+tier's requests carry, to find where the rules send them."""
+GATEWAY_SUFFIX = "@claude-bridge"
+"""Ends every id claude-bridge lists. It holds `claude`, so Claude Code's discovery keeps it
+(PROTOCOL.md 11.4), yet the id neither starts with `claude-` nor names a Claude model, so Claude
+Code takes the window it is told (`CLAUDE_CODE_MAX_CONTEXT_TOKENS`) instead of Claude's."""
 
 
 @dataclass(frozen=True)
@@ -28,6 +48,9 @@ class Rule:
 class Route:
     upstream: str
     model: str
+    why: str = field(default="", compare=False)
+    """What chose it, for the dashboard and the logs: `rule 2 (claude-haiku-*)`, `haiku tier`,
+    `big_model`, `gateway id`, `as asked`."""
 
 
 def route(
@@ -36,12 +59,55 @@ def route(
     big_model: str | None,
     small_model: str | None,
     rules: Sequence[Rule] = (),
+    upstreams: Collection[str] = (),
 ) -> Route:
-    lowered = client_model.lower()
-    for rule in rules:
-        if fnmatch.fnmatchcase(lowered, rule.pattern.lower()):
-            return Route(rule.upstream, rule.model or client_model)
-    if "haiku" in lowered and small_model:
-        return Route(DEFAULT_UPSTREAM, small_model)
+    """`upstreams`: the named upstreams a gateway id may name (the default one always)."""
+    addressed = gateway_route(client_model, upstreams)
+    if addressed is not None:
+        return addressed
+    for number, rule in enumerate(rules, 1):
+        if _matches(client_model, rule):
+            why = f"rule {number} ({rule.pattern})"
+            return Route(rule.upstream, rule.model or client_model, why)
+    family = tier(client_model)
+    if family in SMALL_TIERS and small_model:
+        return Route(DEFAULT_UPSTREAM, small_model, f"{family} tier: small_model")
     # Unknown names go to the big model too: a client picked a model, so it wants a capable one.
-    return Route(DEFAULT_UPSTREAM, big_model or client_model)
+    if big_model:
+        why = f"{family} tier: big_model" if family else "no rule: big_model"
+        return Route(DEFAULT_UPSTREAM, big_model, why)
+    return Route(DEFAULT_UPSTREAM, client_model, "as asked")
+
+
+def matching_rule(client_model: str, rules: Sequence[Rule]) -> Rule | None:
+    """The first rule whose pattern matches `client_model`, if any."""
+    return next((r for r in rules if _matches(client_model, r)), None)
+
+
+def _matches(client_model: str, rule: Rule) -> bool:
+    return fnmatch.fnmatchcase(client_model.lower(), rule.pattern.lower())
+
+
+def tier(client_model: str) -> str | None:
+    """The Claude family a model name belongs to (`claude-3-5-haiku-latest`: haiku)."""
+    lowered = client_model.lower()
+    return next((family for family in TIERS if family in lowered), None)
+
+
+def gateway_id(upstream: str, model: str) -> str:
+    """The id that routes to `model` on `upstream` whatever the rules (`gateway_route`)."""
+    prefix = "" if upstream == DEFAULT_UPSTREAM else f"{upstream}/"
+    return f"{prefix}{model}{GATEWAY_SUFFIX}"
+
+
+def gateway_route(client_model: str, upstreams: Collection[str] = ()) -> Route | None:
+    """Where a gateway id goes; None for any other name. `upstreams`: the named upstreams
+    (`local/qwen3@claude-bridge` is qwen3 on `local` only if `local` is one of them; else it
+    is the model `local/qwen3` on the default upstream, as OpenRouter names models)."""
+    if not client_model.lower().endswith(GATEWAY_SUFFIX):
+        return None
+    name = client_model[: -len(GATEWAY_SUFFIX)]
+    upstream, slash, model = name.partition("/")
+    if slash and model and upstream in upstreams and upstream != DEFAULT_UPSTREAM:
+        return Route(upstream, model, "gateway id")
+    return Route(DEFAULT_UPSTREAM, name, "gateway id") if name else None

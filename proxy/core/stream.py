@@ -18,7 +18,8 @@ import re
 from collections.abc import Iterable
 from typing import Any, Protocol
 
-from .context import ReplyContext
+from . import untrusted
+from .context import ReplyContext, message_start
 from .errors import BridgeError, UpstreamError, from_stream_error
 from .ids import Carried, proxy_signature, tool_id_to_client
 from .jsonfix import RAW_ARGUMENTS_KEY, parse_arguments, repair
@@ -317,27 +318,16 @@ class StreamTranslator:
         """Output tokens guessed from the characters produced, for upstreams without usage."""
         return (self._chars + 3) // 4
 
+    @property
+    def upstream_usage(self) -> dict[str, Any] | None:
+        """The upstream's own usage object, as last sent (its reasoning tokens and cost)."""
+        return self._usage
+
     def start(self) -> list[Event]:
         if self._started:
             return []
         self._started = True
-        ctx = self._ctx
-        message: dict[str, Any] = {
-            "id": ctx.message_id,
-            "type": "message",
-            "role": "assistant",
-            "model": ctx.model,
-            "content": [],
-            "stop_reason": None,
-            "stop_sequence": None,
-            "usage": {
-                "input_tokens": ctx.input_estimate,
-                "cache_creation_input_tokens": 0,
-                "cache_read_input_tokens": 0,
-                "output_tokens": 1,
-            },
-        }
-        return [{"type": "message_start", "message": message}, {"type": "ping"}]
+        return message_start(self._ctx)
 
     def feed_data(self, data: str) -> list[Event]:
         """One upstream SSE `data` field: a chunk, `[DONE]`, or a keep-alive to ignore."""
@@ -346,9 +336,11 @@ class StreamTranslator:
         if data.strip() == "[DONE]":
             return self._end()
         try:
-            chunk = json.loads(data)
+            chunk = untrusted.loads(data)
+        except untrusted.TooDeep as exc:
+            return self.fail(UpstreamError(f"upstream sent a chunk of {exc}", status=502))
         except ValueError:
-            return []
+            return []  # garbage between events: skipped, as the SSE rules and OpenAI's SDK do
         return self.feed(chunk) if isinstance(chunk, dict) else []
 
     def feed(self, chunk: dict[str, Any]) -> list[Event]:
@@ -591,6 +583,8 @@ class EventSource(Protocol):
 
     @property
     def done(self) -> bool: ...
+    @property
+    def upstream_usage(self) -> dict[str, Any] | None: ...
     def start(self) -> list[Event]: ...
     def feed_data(self, data: str) -> list[Event]: ...
     def finish(self) -> list[Event]: ...

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 TIMINGS_KEY = "timings"
@@ -16,6 +17,12 @@ def with_timings(usage: dict[str, Any], timings: Any) -> dict[str, Any]:
 
 def _int(value: Any) -> int:
     return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
+
+
+def _object(value: Any) -> dict[str, Any]:
+    """An optional details object; anything else an upstream puts there (a string, a list, a
+    number, null) says nothing, and is read as empty."""
+    return value if isinstance(value, dict) else {}
 
 
 def anthropic_usage(
@@ -35,14 +42,14 @@ def anthropic_usage(
         }
     prompt = _int(usage.get("prompt_tokens"))
     completion = _int(usage.get("completion_tokens"))
-    prompt_details = usage.get("prompt_tokens_details") or {}
-    completion_details = usage.get("completion_tokens_details") or {}
+    prompt_details = _object(usage.get("prompt_tokens_details"))
+    completion_details = _object(usage.get("completion_tokens_details"))
     cached = _int(prompt_details.get("cached_tokens")) or _int(
         usage.get("prompt_cache_hit_tokens")  # DeepSeek
     )
     if not cached:
         # llama.cpp: prompt_tokens = prompt_n + cache_n; trusted only when it fits the prompt.
-        cache_n = _int((usage.get(TIMINGS_KEY) or {}).get("cache_n"))
+        cache_n = _int(_object(usage.get(TIMINGS_KEY)).get("cache_n"))
         cached = cache_n if cache_n <= prompt else 0
     written = _int(prompt_details.get("cache_write_tokens"))
     reasoning = _int(completion_details.get("reasoning_tokens"))
@@ -56,3 +63,29 @@ def anthropic_usage(
         "cache_read_input_tokens": cached,
         "output_tokens": completion,
     }
+
+
+def reasoning_tokens(usage: Any) -> int:
+    """The reasoning part of the output (`completion_tokens_details.reasoning_tokens`)."""
+    details = usage.get("completion_tokens_details") if isinstance(usage, dict) else None
+    return _int(details.get("reasoning_tokens")) if isinstance(details, dict) else 0
+
+
+def reported_cost(usage: Any) -> float | None:
+    """The cost an upstream put in its usage (OpenRouter: `cost`, in USD). With the user's own
+    provider key (`is_byok`), `cost` is only OpenRouter's fee: the provider's charge is added."""
+    if not isinstance(usage, dict):
+        return None
+    cost = _usd(usage.get("cost"))
+    if cost is None:
+        return None
+    details = usage.get("cost_details")
+    if usage.get("is_byok") is True and isinstance(details, dict):
+        cost += _usd(details.get("upstream_inference_cost")) or 0.0
+    return cost
+
+
+def _usd(value: Any) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return float(value) if math.isfinite(value) and value >= 0 else None

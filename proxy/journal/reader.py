@@ -7,6 +7,7 @@ line anywhere else, or a record from a newer format, is an error naming the file
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -99,10 +100,17 @@ def load(path: Path) -> Journal:
 
 
 def find(records: Iterable[Record], ref: str) -> Record:
-    """The record whose id starts with `ref` (any case), or whose request id is `ref`."""
+    """The record whose id starts with `ref` (any case), or whose request id is `ref` or ends
+    with it: the dashboard and the request lines show the end of the request id, so every id
+    `serve` shows is taken here."""
     wanted = ref.strip()
+    if not wanted:
+        raise JournalError("no exchange id given")
     matches = [
-        r for r in records if r.id.upper().startswith(wanted.upper()) or r.request_id == wanted
+        r
+        for r in records
+        if r.id.upper().startswith(wanted.upper())
+        or (r.request_id and r.request_id.endswith(wanted))
     ]
     if not matches:
         raise JournalError(f"no recorded exchange {ref!r}")
@@ -136,22 +144,38 @@ def status_matches(record: Record, wanted: str) -> bool:
     raise JournalError(f"status filter {wanted!r}: {_STATUS_HELP}")
 
 
+# Claude Code wraps what it adds to a user turn (context, reminders) in these tags.
+_REMINDER = re.compile(r"<system-reminder>.*?(</system-reminder>|$)", re.S)
+
+
 def prompt_text(record: Record) -> str:
-    """The text of the last user message: what `replay list` shows of a request."""
+    """What the user last typed: what `replay list` shows of a request. The newest user turn
+    with words of its own (a tool loop's turns carry only tool results), without the
+    `<system-reminder>` blocks Claude Code adds; else what the last user turn holds."""
     body = record.client.body
     messages = body.get("messages") if isinstance(body, dict) else None
-    for message in reversed(messages if isinstance(messages, list) else []):
-        if not isinstance(message, dict) or message.get("role") != "user":
-            continue
-        content = message.get("content")
-        if isinstance(content, str):
-            return content
-        if isinstance(content, list):
-            texts = [b.get("text", "") for b in content if isinstance(b, dict)]
-            kinds = [b.get("type", "") for b in content if isinstance(b, dict)]
-            text = " ".join(t for t in texts if t)
-            return text or " ".join(f"[{k}]" for k in kinds)
+    users = [
+        m
+        for m in (messages if isinstance(messages, list) else [])
+        if isinstance(m, dict) and m.get("role") == "user"
+    ]
+    for message in reversed(users):
+        words = _REMINDER.sub(" ", " ".join(_texts(message.get("content")))).strip()
+        if words:
+            return words
+    if users:
+        content = users[-1].get("content")
+        blocks = content if isinstance(content, list) else []
+        return " ".join(f"[{b.get('type', '')}]" for b in blocks if isinstance(b, dict))
     return record.client.body_text or ""
+
+
+def _texts(content: object) -> list[str]:
+    if isinstance(content, str):
+        return [content]
+    if not isinstance(content, list):
+        return []
+    return [b["text"] for b in content if isinstance(b, dict) and isinstance(b.get("text"), str)]
 
 
 def reply_text(record: Record) -> str:
@@ -178,11 +202,15 @@ def select(
     model: str | None = None,
     status: str | None = None,
     text: str | None = None,
+    session: str | None = None,
 ) -> list[Record]:
     """The records matching every filter given: model (either side, a substring), status
-    (`status_matches`), text (in the request's messages or the reply), all case-insensitive."""
+    (`status_matches`), text (in the request's messages or the reply), session (an id or its
+    start, as the dashboard shows it), all case-insensitive."""
     chosen: list[Record] = []
     for record in records:
+        if session and not (record.session_id or "").lower().startswith(session.lower()):
+            continue
         if model:
             names = f"{record.routing.client_model}\n{record.routing.upstream_model}".lower()
             if model.lower() not in names:

@@ -9,13 +9,18 @@ translation (`replay diff`), re-send it (`replay send`) or answer its upstream c
     request_id          the `request-id` the client saw
     state               "complete", or "incomplete" (in flight at shutdown, or a cut stream)
     replayed_from       the record id a `replay send` re-sent, if any
+    session_id          the client's conversation (Claude Code's session id), if it sent one
+    agent_id            the subagent of that conversation that asked, if one did
     timings             wall-clock start; first upstream byte, first client byte, end (ms)
     client              method, path, headers (redacted), body
-    routing             client model -> upstream model, the translation options, message id
+    routing             client model -> upstream model, what chose it, the translation
+                        options, message id
     upstream            request (url, headers, body); response (status, headers, body or the
                         raw chunks with millisecond offsets); transport error; earlier tries
     reply               what the client got: status and body, or the SSE events with offsets
-    usage, status, error, notes
+    usage               token counts and the upstream's reported cost: a cost is derived on
+                        read (`pricing`), so a corrected price re-prices old records
+    status, error, notes
 
 Bodies are parsed JSON in `body`, or text in `body_text` when they are not JSON. A raw chunk
 is `[ms, "text"]`, or `[ms, {"base64": "..."}]` when it is not valid UTF-8 on its own (a chunk
@@ -82,6 +87,8 @@ class Routing(_Model):
     stream: bool = False
     options: dict[str, Any] | None = None
     """The `RequestOptions` the request was translated with."""
+    routed_by: str | None = None
+    """What chose the upstream and model: a rule, a tier, a gateway id."""
     message_id: str | None = None
 
 
@@ -128,9 +135,16 @@ class Reply(_Model):
 
 
 class Usage(_Model):
+    """The counts, never a cost: prices are applied when a record is read (`pricing`)."""
+
     input_tokens: int = 0
     cached_tokens: int = 0
+    cache_write_tokens: int = 0
     output_tokens: int = 0
+    reasoning_tokens: int = 0
+    """Part of `output_tokens`."""
+    upstream_cost: float | None = None
+    """What the upstream said the exchange cost (OpenRouter's `usage.cost`), in USD."""
     stop_reason: str | None = None
 
 
@@ -145,6 +159,10 @@ class Record(_Model):
     request_id: str = ""
     state: Literal["complete", "incomplete"] = "complete"
     replayed_from: str | None = None
+    session_id: str | None = None
+    """The client's conversation (Claude Code's session id)."""
+    agent_id: str | None = None
+    """The subagent of that conversation that asked (Claude Code's agent id), if one did."""
     timings: Timings
     client: ClientRequest = Field(default_factory=ClientRequest)
     routing: Routing = Field(default_factory=Routing)
@@ -260,14 +278,54 @@ def redact_headers(headers: Iterable[tuple[str, str]], names: Iterable[str] = ()
 
 def scrub(line: str, secrets: Sequence[str]) -> str:
     """Every configured secret replaced, however it appears in the JSON line (raw or escaped)."""
+    for form in _forms(secrets):
+        line = line.replace(form, REDACTED)
+    return line
+
+
+def scrub_chunks(
+    chunks: Sequence[tuple[float, bytes]], secrets: Sequence[str]
+) -> list[tuple[float, bytes]]:
+    """Raw chunks without the secrets, searched in their joined bytes: a key split between
+    two reads is found too (and one in a chunk that is not UTF-8 on its own, which the record
+    keeps as base64, out of `scrub`'s sight). Each secret becomes REDACTED in the chunk where
+    it starts and is dropped from the chunks it runs on into; chunks and offsets stay."""
+    forms = _forms(secrets)
+    if not forms or not chunks:
+        return list(chunks)
+    joined = b"".join(data for _, data in chunks)
+    pattern = re.compile(b"|".join(re.escape(form.encode()) for form in forms))
+    spans = [match.span() for match in pattern.finditer(joined)]
+    if not spans:
+        return list(chunks)
+    scrubbed: list[tuple[float, bytes]] = []
+    start = 0
+    for offset, data in chunks:
+        end = start + len(data)
+        kept, position = [], start
+        for first, last in spans:
+            if last <= start or first >= end:
+                continue
+            kept.append(joined[position:first] if first > position else b"")
+            if first >= start:
+                kept.append(REDACTED.encode())
+            position = min(last, end)
+        kept.append(joined[position:end])
+        scrubbed.append((offset, b"".join(kept)))
+        start = end
+    return scrubbed
+
+
+def _forms(secrets: Sequence[str]) -> list[str]:
+    """The secrets as they can appear in JSON text, raw and escaped, longest first (a secret
+    that contains another is removed whole)."""
+    forms: set[str] = set()
     for secret in secrets:
         if len(secret) < 4:
             continue  # too short to be a key, and replacing it would shred the record
-        line = line.replace(secret, REDACTED)
-        escaped = json.dumps(secret, ensure_ascii=False)[1:-1]
-        if escaped != secret:
-            line = line.replace(escaped, REDACTED)
-    return line
+        forms.add(secret)
+        forms.add(json.dumps(secret, ensure_ascii=False)[1:-1])
+    return sorted(forms, key=len, reverse=True)
 
 
 # -- base64 elision ------------------------------------------------------------------------

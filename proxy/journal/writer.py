@@ -17,11 +17,11 @@ from pathlib import Path
 from typing import IO, Any, Literal
 
 import httpx
-from pydantic import SecretStr
 
-from ..config import ENV_PREFIX, Settings
+from ..config import ENV_PREFIX, ConfigError, Settings
 from ..drain import Drain
 from ..events import Exchange
+from ..files import open_private, private_dir
 from ..transport import pooled_transport
 from .records import (
     REPLAYED_FROM_HEADER,
@@ -41,6 +41,7 @@ from .records import (
     record_id,
     redact_headers,
     scrub,
+    scrub_chunks,
 )
 from .trace import CURRENT_TRACE, Trace, UpstreamTrace
 
@@ -67,13 +68,8 @@ def session_path(directory: Path, now: float | None = None) -> Path:
 
 
 def setting_secrets(settings: Settings) -> list[str]:
-    """Every value the settings hold as a secret (the upstream key, the client token...)."""
-    found: list[str] = []
-    for name in type(settings).model_fields:
-        value = getattr(settings, name)
-        if isinstance(value, SecretStr) and value.get_secret_value():
-            found.append(value.get_secret_value())
-    return found
+    """Every value the settings hold as a secret (`Settings.secrets`)."""
+    return settings.secrets()
 
 
 def build_record(
@@ -84,8 +80,12 @@ def build_record(
     full: bool = False,
     hidden_headers: Sequence[str] = (),
     incomplete: bool = False,
+    secrets: Sequence[str] = (),
 ) -> Record:
-    """The record of a finished (or, with `incomplete`, abandoned) exchange. Pure."""
+    """The record of a finished (or, with `incomplete`, abandoned) exchange. Pure.
+
+    `secrets` are taken out of what the line-wide `scrub` cannot see whole: the upstream's
+    raw chunks (a key split between two reads), and transport error text before it is cut."""
     elided = 0
 
     def elide(value: Any) -> Any:
@@ -106,7 +106,7 @@ def build_record(
     )
     upstream = None
     if trace.upstream is not None:
-        upstream = _upstream(trace.upstream, elide, hidden_headers)
+        upstream = _upstream(trace.upstream, elide, hidden_headers, secrets)
         upstream.retries = list(trace.upstream_retries)
     reply = _reply(trace, exchange)
     ended = trace.reply_events is None or trace.reply_ended
@@ -122,6 +122,8 @@ def build_record(
         request_id=exchange.id,
         state=state,
         replayed_from=headers.get(REPLAYED_FROM_HEADER),
+        session_id=exchange.session_id,
+        agent_id=exchange.agent_id,
         timings=Timings(
             started_at=trace.started_at,
             upstream_first_byte_ms=trace.upstream_first_byte_ms,
@@ -141,6 +143,7 @@ def build_record(
             upstream_model=exchange.upstream_model,
             stream=exchange.stream,
             options=trace.options,
+            routed_by=exchange.routed_by or None,
             message_id=trace.message_id,
         ),
         upstream=upstream,
@@ -148,7 +151,10 @@ def build_record(
         usage=Usage(
             input_tokens=exchange.input_tokens,
             cached_tokens=exchange.cached_tokens,
+            cache_write_tokens=exchange.cache_write_tokens,
             output_tokens=exchange.output_tokens,
+            reasoning_tokens=exchange.reasoning_tokens,
+            upstream_cost=exchange.upstream_cost,
             stop_reason=exchange.stop_reason,
         ),
         status=exchange.status or None,
@@ -165,7 +171,10 @@ def _cut_by_shutdown(exchange: Exchange) -> bool:
 
 
 def _upstream(
-    up: UpstreamTrace, elide: Callable[[Any], Any], hidden_headers: Sequence[str]
+    up: UpstreamTrace,
+    elide: Callable[[Any], Any],
+    hidden_headers: Sequence[str],
+    secrets: Sequence[str],
 ) -> Upstream:
     body, text = body_fields(up.body)
     request = UpstreamRequest(
@@ -180,14 +189,16 @@ def _upstream(
         headers = redact_headers(up.response_headers, hidden_headers)
         response = UpstreamResponse(status=up.status, headers=headers)
         if "text/event-stream" in headers.get("content-type", ""):
-            response.chunks = [encode_chunk(offset, data) for offset, data in up.chunks]
+            chunks = scrub_chunks(up.chunks, secrets)
+            response.chunks = [encode_chunk(offset, data) for offset, data in chunks]
         else:
             raw = b"".join(data for _, data in up.chunks)
             response.body, response.body_text = body_fields(_decoded(raw, up.response_headers))
     return Upstream(
         request=request,
         response=response,
-        error=up.error,
+        # Scrubbed before it is cut: a cut key would keep its first characters.
+        error=scrub(up.error, secrets)[:300] if up.error is not None else None,
         complete=up.complete,
         sent_ms=up.sent_ms,
         response_ms=up.response_ms,
@@ -234,10 +245,17 @@ class Recorder:
         hidden_headers: Sequence[str] = (),
         clock: Callable[[], float] = time.monotonic,
         wall: Callable[[], float] = time.time,
+        tighten_dir: bool = False,
     ) -> None:
+        """`tighten_dir`: the directory is the default one, ours: made 0700 if an older
+        version left it open to others (a directory the user named only gets a warning)."""
         self.path = path
         self.full = full
         self.written = 0
+        self.warnings: list[str] = []
+        """What the console should say at start (a journal directory others can list)."""
+        self._tighten = tighten_dir
+        self._failing = False
         self._secrets = sorted(set(secrets), key=len, reverse=True)
         self._hidden = tuple(hidden_headers)
         self._clock = clock
@@ -249,12 +267,24 @@ class Recorder:
 
     @classmethod
     def from_settings(cls, settings: Settings, env: Mapping[str, str] | None = None) -> Recorder:
-        return cls(
+        """A recorder with its session file created: a journal directory that cannot be
+        written is a `ConfigError` at start, not a failure on every request."""
+        recorder = cls(
             session_path(journal_dir(settings, env)),
             full=settings.record_full,
-            secrets=setting_secrets(settings),
+            secrets=settings.secrets(),
             hidden_headers=settings.record_redact,
+            tighten_dir=settings.record_dir is None,
         )
+        try:
+            recorder._open()
+        except OSError as exc:
+            raise ConfigError(
+                f"setting record_dir: cannot write a journal in {recorder.path.parent} "
+                f"({_os_reason(exc)}); choose a writable directory (--record-dir, or record_dir "
+                "in the config file)"
+            ) from None
+        return recorder
 
     # -- the bus listener
 
@@ -300,14 +330,30 @@ class Recorder:
             full=self.full,
             hidden_headers=self._hidden,
             incomplete=incomplete,
+            secrets=self._secrets,
         )
         line = scrub(record.line(), self._secrets)
-        if self._file is None:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._file = self.path.open("a", encoding="utf-8")
-        self._file.write(line + "\n")
-        self._file.flush()
+        try:
+            file = self._open()
+            file.write(line + "\n")
+            file.flush()
+        except OSError as exc:
+            # One line per run of failures (a full disk, a deleted directory), no traceback.
+            if not self._failing:
+                log.warning("cannot write the journal %s: %s", self.path, _os_reason(exc))
+            self._failing = True
+            return
+        self._failing = False
         self.written += 1
+
+    def _open(self) -> IO[str]:
+        """The session file, created 0600 in a 0700 directory on first use."""
+        if self._file is None:
+            warning = private_dir(self.path.parent, tighten=self._tighten)
+            if warning is not None:
+                self.warnings.append(f"journal directory {warning}")
+            self._file = open_private(self.path)
+        return self._file
 
 
 class RecordingTransport(httpx.AsyncBaseTransport):
@@ -363,5 +409,12 @@ class _Tee(httpx.AsyncByteStream):
 
 
 def _describe(exc: Exception) -> str:
-    text = str(exc).splitlines()[0][:300] if str(exc) else ""
+    """The failure's first line, whole: it is cut when written, after scrubbing."""
+    text = str(exc).splitlines()[0] if str(exc) else ""
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def _os_reason(exc: OSError) -> str:
+    if exc.strerror and exc.filename:
+        return f"{exc.strerror}: {exc.filename}"
+    return exc.strerror or str(exc)

@@ -10,9 +10,24 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    Tag,
+    ValidationInfo,
+    field_validator,
+)
+from pydantic_core import PydanticCustomError
 
 TAG_PREFIX = "type="
+AT = "at"
+"""Error context key: path parts below the validated field, for a check that sees a whole list
+(`validation.describe` appends them, so the message names the block, not the list)."""
+PAYLOADS_ELIDED = "payloads_elided"
+"""Validation context key: base64 payloads may be a journal's stand-ins (`replay diff` re-runs
+recorded requests whose payloads were elided, and checked, when recorded)."""
 
 
 class Model(BaseModel):
@@ -32,10 +47,44 @@ class CacheControl(Model):
 # -- sources -----------------------------------------------------------------------------
 
 
+_BASE64_ALPHABET = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
+
+
+def _base64(data: str, info: ValidationInfo) -> str:
+    """Anthropic refuses data that is not base64 (PROTOCOL.md 1.4). Checked without decoding:
+    deleting the alphabet must leave just the padding, five times faster than decoding the
+    megabytes of a screenshot."""
+    if info.context and info.context.get(PAYLOADS_ELIDED):
+        return data
+    padding = 2 if data.endswith("==") else 1 if data.endswith("=") else 0
+    if (
+        data.isascii()
+        and len(data) % 4 == 0
+        and data.encode("ascii").translate(None, _BASE64_ALPHABET) == b"=" * padding
+    ):
+        return data
+    raise PydanticCustomError("base64", "invalid base64 data")
+
+
 class Base64Source(Model):
     type: Literal["base64"]
     media_type: str
     data: str
+
+    _data = field_validator("data")(_base64)
+
+
+def _image_not_empty(data: str) -> str:
+    if not data:
+        raise PydanticCustomError("image_empty", "image cannot be empty")
+    return data
+
+
+class ImageBase64Source(Base64Source):
+    # The API's list; its error reads as pydantic's literal error does.
+    media_type: Literal["image/jpeg", "image/png", "image/gif", "image/webp"]
+
+    _not_empty = field_validator("data")(_image_not_empty)
 
 
 class UrlSource(Model):
@@ -67,7 +116,7 @@ def _tag(value: Any) -> str | None:
 
 
 ImageSource = Annotated[
-    Annotated[Base64Source, Tag("type=base64")]
+    Annotated[ImageBase64Source, Tag("type=base64")]
     | Annotated[UrlSource, Tag("type=url")]
     | Annotated[FileSource, Tag("type=file")],
     Discriminator(_tag),
@@ -354,6 +403,40 @@ class CountTokensRequest(Model):
     _system = field_validator("system", mode="before")(_text_to_blocks)
 
 
+def _conversation_rules(messages: list[Message]) -> list[Message]:
+    """The API's checks on the conversation as a whole (PROTOCOL.md 1.3): at least one message,
+    and every `tool_result` answering a `tool_use` of the assistant turn just before it.
+    Consecutive same-role messages are one turn to the API; `system` ones stand outside turns."""
+    if not messages:
+        raise PydanticCustomError("messages_empty", "at least one message is required")
+    offered: set[str] = set()
+    previous = ""
+    for index, message in enumerate(messages):
+        if message.role == "assistant":
+            if previous != "assistant":
+                offered = set()
+            offered.update(b.id for b in message.content if isinstance(b, ToolUseBlock))
+        elif message.role == "user":
+            unexpected = [
+                (position, block.tool_use_id)
+                for position, block in enumerate(message.content)
+                if isinstance(block, ToolResultBlock) and block.tool_use_id not in offered
+            ]
+            if unexpected:
+                where = (index, "content", unexpected[0][0])
+                raise PydanticCustomError(
+                    "tool_result_unpaired",
+                    "unexpected `tool_use_id` found in `tool_result` blocks: {ids}. Each "
+                    "`tool_result` block must have a corresponding `tool_use` block in the "
+                    "previous message.",
+                    {"ids": ", ".join(i for _, i in unexpected), AT: where},
+                )
+        else:
+            continue
+        previous = message.role
+    return messages
+
+
 class MessagesRequest(CountTokensRequest):
     max_tokens: int = Field(ge=0)
     stop_sequences: list[str] | None = None
@@ -364,3 +447,6 @@ class MessagesRequest(CountTokensRequest):
     stream: bool = False
     service_tier: str | None = None
     context_management: dict[str, Any] | None = None
+
+    # Only here: count_tokens is answered locally, nothing is paid for.
+    _messages = field_validator("messages")(_conversation_rules)

@@ -1,14 +1,36 @@
 """Pydantic models of the OpenAI Chat Completions replies we read (PROTOCOL.md 6.2, 6.3).
 
 Loose by design: every field optional, unknown fields kept, because each server adds its own
-(`reasoning_content`, `x_groq`, `timings`, `native_finish_reason`, `obfuscation`...).
+(`reasoning_content`, `x_groq`, `timings`, `native_finish_reason`, `obfuscation`...). Fields
+that only describe the reply (`Lenient`: ids, usage, reasons, reasoning) are dropped when an
+upstream sends them malformed; those that carry it (choices, content, tool calls) must be
+right, or the answer is refused as one that cannot be translated.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any, TypeVar
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    ValidationError,
+    ValidatorFunctionWrapHandler,
+    WrapValidator,
+)
+
+T = TypeVar("T")
+
+
+def _or_none(value: Any, handler: ValidatorFunctionWrapHandler) -> Any:
+    try:
+        return handler(value)
+    except ValidationError:
+        return None
+
+
+Lenient = Annotated[T | None, WrapValidator(_or_none)]
+"""An optional field read as None when the upstream sent something else in it."""
 
 
 class Model(BaseModel):
@@ -21,32 +43,32 @@ class FunctionCall(Model):
 
 
 class ToolCall(Model):
-    index: int | None = None
+    index: Lenient[int] = None
     id: str | None = None
-    type: str | None = None
+    type: Lenient[str] = None
     function: FunctionCall | None = None
 
 
 class ChatMessage(Model):
-    role: str | None = None
+    role: Lenient[str] = None
     content: str | None = None
-    refusal: str | None = None
+    refusal: Lenient[str] = None
     tool_calls: list[ToolCall] | None = None
-    reasoning_content: str | None = None
-    reasoning: str | None = None
-    reasoning_details: list[dict[str, Any]] | None = None
+    reasoning_content: Lenient[str] = None
+    reasoning: Lenient[str] = None
+    reasoning_details: Lenient[list[Any]] = None
 
 
 class Choice(Model):
-    index: int | None = None
+    index: Lenient[int] = None
     message: ChatMessage | None = None
-    finish_reason: str | None = None
-    native_finish_reason: str | None = None
+    finish_reason: Lenient[str] = None
+    native_finish_reason: Lenient[str] = None
     stop_reason: Any = None
 
 
 class ChatCompletion(Model):
-    id: str | None = None
-    model: str | None = None
+    id: Lenient[str] = None
+    model: Lenient[str] = None
     choices: list[Choice] = []
-    usage: dict[str, Any] | None = None
+    usage: Lenient[dict[str, Any]] = None
