@@ -43,6 +43,7 @@ import loadgen  # noqa: E402
 import run  # noqa: E402
 
 BOMB_MODEL = "bench-gzip-bomb"
+BASELINE_SECONDS = 3.0  # the paced clients alone, before each bomb
 SETTLE_SECONDS = 0.5  # paced streams run this long before the bomb, and after it
 BOMB_TIMEOUT = 120.0  # seconds: a bomb answer not done by then counts as stuck
 RSS_EVERY = 0.01  # seconds between samples of the proxy's memory
@@ -214,9 +215,11 @@ def main(argv: list[str] | None = None) -> int:
             port = servers.bridge.port
             target = loadgen.Target("bridge", port, "/v1/messages", small, True)
             bomb_target = loadgen.Target("bridge", port, "/v1/messages", run.compact(asked), True)
-            asyncio.run(big_body.baseline(target, args.clients))  # warm-up: connections, imports
+            asyncio.run(
+                big_body.baseline(target, args.clients, BASELINE_SECONDS)
+            )  # warm-up: connections, imports
             for round_no in range(1, args.rounds + 1):
-                quiet = asyncio.run(big_body.baseline(target, args.clients))
+                quiet = asyncio.run(big_body.baseline(target, args.clients, BASELINE_SECONDS))
                 loaded, timing, grown = asyncio.run(
                     with_bomb(target, bomb_target, args.clients, servers.bridge)
                 )

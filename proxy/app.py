@@ -246,7 +246,11 @@ def create_app(
         bus.subscribe(metrics)
     routes = Routes(settings, pipeline, metrics)
     models = ModelsApi(
-        settings, pipeline.windows, authorize=routes.authorize, render=error_response
+        settings,
+        pipeline.windows,
+        upstreams,
+        authorize=routes.authorize,
+        render=error_response,
     )
 
     @contextlib.asynccontextmanager
@@ -266,6 +270,7 @@ def create_app(
         finally:
             await warm
             await prices
+            await models.aclose()
             await upstreams.aclose()
             await pipeline.aclose()
             if recorder is not None:

@@ -133,11 +133,23 @@ class ModelLimits(BaseModel):
     """The most it writes in one answer: `max_tokens` above it is lowered to it."""
 
 
+RequestClass = Literal["main", "subagent", "workflow", "compaction", "auxiliary"]
+"""Claude Code's request classes (its `x-claude-code-request-class` gateway hint)."""
+
+
 class RouteRule(ModelLimits):
+    """One `[[routes]]` rule: a glob on the client's model name and, optionally, what the
+    request must hold (`core.features`); the model and upstream it sends a match to."""
+
     model_config = ConfigDict(extra="forbid")
     pattern: str
+    """Required, so that a rule that forgot it is no silent catch-all: `"*"` says so."""
     model: str | None = None
     upstream: str = DEFAULT_UPSTREAM
+    thinking: bool | None = None
+    min_input_tokens: int | None = Field(None, ge=0)
+    images: bool | None = None
+    request_class: RequestClass | None = None
 
 
 class UpstreamSettings(BaseModel):
@@ -194,7 +206,9 @@ class Settings(BaseModel):
     routes: list[RouteRule] = Field(
         default_factory=list,
         description="Ordered `{pattern, model, upstream}` rules (globs on the client model) "
-        "tried first; no `upstream`: the default one; no `model`: the client's name.",
+        "tried first; no `upstream`: the default one; no `model`: the client's name. A rule "
+        "may also ask `thinking`, `min_input_tokens`, `images`, `request_class` (`subagent`, "
+        "`compaction`, `auxiliary`, `workflow`, `main`) of the request.",
     )
     auth_token: SecretStr | None = Field(
         None,
@@ -343,7 +357,18 @@ class Settings(BaseModel):
         return hashlib.sha256(text.encode()).hexdigest()[:24]
 
     def rules(self) -> list[Rule]:
-        return [Rule(r.pattern, r.model, r.upstream) for r in self.routes]
+        return [
+            Rule(
+                r.pattern,
+                r.model,
+                r.upstream,
+                r.thinking,
+                r.min_input_tokens,
+                r.images,
+                r.request_class,
+            )
+            for r in self.routes
+        ]
 
     def endpoints(self) -> dict[str, UpstreamSettings]:
         """Every upstream by name: the top-level one as `default`, then the declared ones."""

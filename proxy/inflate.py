@@ -16,13 +16,16 @@ from __future__ import annotations
 import zlib
 from collections.abc import Iterable, Iterator
 
-PIECE = 64 * 1024
+# The most one step inflates: translating this much takes a few milliseconds.
+PIECE = 16 * 1024
 # gzip reaches ~1000:1 on repeated bytes; event streams compress 15:1 when a gateway flushes
 # each event, ~40:1 when it does not. Apache POI refuses zip entries past 100:1 too.
 MAX_RATIO = 100
 # Below this many inflated bytes the ratio is not judged: small bodies of repeated text (an
-# answer of "aaaa...", a tool writing a file of zeros) are legitimately that compressible.
-GRACE = 8 * 1024 * 1024
+# answer of "aaaa...", a tool writing a file of zeros) are legitimately that compressible. Past
+# it, an answer is already huge (128k tokens of text are ~0.5 MB; their stream ~25 MB, which
+# compresses 15:1 to 40:1).
+GRACE = 4 * 1024 * 1024
 _WBITS = {"gzip": zlib.MAX_WBITS | 16, "x-gzip": zlib.MAX_WBITS | 16, "deflate": zlib.MAX_WBITS}
 
 

@@ -2,9 +2,8 @@
 
 1. A healthy `serve` already listening at the configured address with the same configuration
    (`Settings.fingerprint`, in its `GET /` answer) is used as it is. Otherwise the proxy is
-   started here, headless, in a thread of this process: uvicorn on a free loopback port, logging
-   to a file only (Claude Code owns the terminal), recording when `record` is set, and asking
-   for a token made for this launch alone, so that nothing else on the machine can use it.
+   started here, headless, in a thread of this process (`background.py`), asking for a token
+   made for this launch alone, so that nothing else on the machine can use it.
 2. Claude Code runs with the environment of `claude_env` (PROTOCOL.md 11.5): the base URL, the
    token as `ANTHROPIC_AUTH_TOKEN` (no key prompt, no login, no check of api.anthropic.com on a
    first run, unlike `ANTHROPIC_API_KEY`), its tiers pinned to the gateway ids they route to, the
@@ -18,43 +17,24 @@ Nothing is written into Claude Code's own files.
 from __future__ import annotations
 
 import contextlib
-import io
-import logging
 import os
-import secrets
 import shutil
 import signal
-import socket
 import subprocess
-import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 
 import httpx
-import uvicorn
-from pydantic import SecretStr
 
-from . import http_limits, logs
-from .app import create_app
-from .config import ConfigError, Settings
-from .core.catalog import Limits
+from .background import LOOPBACK, LaunchError, Target, background_proxy
+from .config import Settings
 from .core.routing import LATEST, TIERS, gateway_id
-from .drain import Drain, Server
-from .journal.writer import Recorder, default_dir
 from .pipeline import routed
 from .windows import Windows
 
-log = logging.getLogger("claude_bridge.launch")
-
-LOOPBACK = "127.0.0.1"
-START_TIMEOUT = 30.0
-"""Seconds the proxy may take to start (loading the tokenizer and the price table included)."""
 PROBE_TIMEOUT = 1.0
 """Seconds a running `serve` has to answer `GET /` before it is taken for absent."""
-GRACE = 5
-"""Seconds requests in flight get when the proxy stops (as `serve` gives them)."""
 NO_TOKEN = "claude-bridge"
 """What Claude Code presents to a `serve` that asks for no token: it needs some credential, or
 it opens its login screen."""
@@ -72,25 +52,6 @@ QUIET = {
     "DISABLE_ERROR_REPORTING": "1",
     "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1",
 }
-
-
-class LaunchError(ConfigError):
-    """Claude Code or the proxy cannot be started: the CLI prints it as one `error:` line."""
-
-
-@dataclass(frozen=True)
-class Target:
-    """Where Claude Code goes: a proxy's root URL and the token it wants."""
-
-    url: str
-    token: str
-    reused: bool = False
-
-
-def log_path(env: Mapping[str, str] | None = None) -> Path:
-    """`code`'s log file: beside the journals (`$CLAUDE_BRIDGE_HOME/code.log`, else
-    `~/.local/state/claude-bridge/code.log`)."""
-    return default_dir(env).parent / "code.log"
 
 
 def serve_url(settings: Settings) -> str:
@@ -136,6 +97,8 @@ def claude_env(
     env["ANTHROPIC_BASE_URL"] = target.url
     env["ANTHROPIC_AUTH_TOKEN"] = target.token
     env["CLAUDE_CODE_ENABLE_GATEWAY_MODEL_DISCOVERY"] = "1"
+    # `x-claude-code-request-class` on every request: what `request_class` rules match on.
+    env["CLAUDE_CODE_GATEWAY_HINT_HEADERS"] = "1"
     return env
 
 
@@ -149,10 +112,16 @@ def model_env(settings: Settings, windows: Windows) -> dict[str, str]:
             continue  # passed through as asked: Claude Code's own name is right
         variable = f"ANTHROPIC_DEFAULT_{family.upper()}_MODEL"
         env[variable] = gateway_id(to.upstream, to.model)
-        env[f"{variable}_NAME"] = to.model
-        env[f"{variable}_DESCRIPTION"] = f"{to.model} via claude-bridge"
+        # `/model` rows: one per tier, so each says which tier it is.
+        env[f"{variable}_NAME"] = f"{to.model} ({family})"
+        env[f"{variable}_DESCRIPTION"] = f"{family} via claude-bridge"
     big = routed(settings, LATEST["opus"])
-    limits = windows.of(big.upstream, big.model) if big.model != LATEST["opus"] else Limits()
+    if big.model == LATEST["opus"]:
+        return env
+    # Claude Code gives its default (opus) model a 1M window (`[1m]`) and then ignores the
+    # window it is told, unless 1M contexts are off (PROTOCOL.md 11.5).
+    env["CLAUDE_CODE_DISABLE_1M_CONTEXT"] = "1"
+    limits = windows.of(big.upstream, big.model)
     if limits.context_window:
         env["CLAUDE_CODE_MAX_CONTEXT_TOKENS"] = str(limits.context_window)
     if limits.max_output_tokens:
@@ -169,89 +138,6 @@ def exports(env: Mapping[str, str], base: Mapping[str, str]) -> str:
 
 def _quoted(value: str) -> str:
     return "'" + value.replace("'", "'\\''") + "'"
-
-
-class _Started(Server):
-    """The draining server, telling a waiting thread when it has started (or failed to)."""
-
-    def __init__(self, config: uvicorn.Config, drain: Drain) -> None:
-        super().__init__(config, drain)
-        self.ready = threading.Event()
-
-    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
-        try:
-            await super().startup(sockets=sockets)
-        finally:
-            self.ready.set()
-
-
-@contextlib.contextmanager
-def background_proxy(settings: Settings, *, log_file: Path | None = None) -> Iterator[Target]:
-    """The proxy for `settings` on a free loopback port in a thread, asking for a fresh token;
-    stopped (requests in flight get `GRACE` seconds) when the block ends."""
-    token = secrets.token_urlsafe(32)
-    settings = settings.model_copy(
-        update={"host": LOOPBACK, "port": 0, "auth_token": SecretStr(token)}
-    )
-    logs.configure(
-        settings.log_level,
-        stream=_Nowhere(),  # Claude Code owns the terminal: the log file has everything
-        file=log_file or log_path(),
-        secrets=settings.secrets(),
-    )
-    recorder = Recorder.from_settings(settings) if settings.record else None
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-    sock.bind((LOOPBACK, 0))
-    port = sock.getsockname()[1]
-    settings = settings.model_copy(update={"port": port})
-    app = create_app(settings, recorder=recorder)
-    server = _Started(
-        uvicorn.Config(
-            app,
-            log_config=None,
-            log_level=None,
-            access_log=False,
-            timeout_graceful_shutdown=GRACE,
-            timeout_keep_alive=65,
-            **http_limits.uvicorn_options(settings),
-        ),
-        app.state.drain,
-    )
-    thread = threading.Thread(
-        target=server.run, kwargs={"sockets": [sock]}, name="claude-bridge-proxy", daemon=True
-    )
-    thread.start()
-    target = Target(f"http://{LOOPBACK}:{port}", token)
-    try:
-        if not server.ready.wait(START_TIMEOUT) or not server.started:
-            raise LaunchError(f"the proxy did not start (see {log_file or log_path()})")
-        _check_health(target)
-        log.info("proxy for claude-bridge code listening on %s", target.url)
-        yield target
-    finally:
-        server.should_exit = True
-        thread.join(GRACE + START_TIMEOUT)
-        sock.close()
-
-
-class _Nowhere(io.StringIO):
-    """A console that keeps nothing."""
-
-    def write(self, text: str) -> int:
-        return len(text)
-
-
-def _check_health(target: Target) -> None:
-    try:
-        answer = httpx.get(
-            target.url + "/",
-            headers={"authorization": f"Bearer {target.token}"},
-            timeout=START_TIMEOUT,
-        )
-    except httpx.HTTPError as exc:
-        raise LaunchError(f"the proxy started but does not answer: {exc}") from None
-    if answer.status_code != 200:
-        raise LaunchError(f"the proxy started but answers {answer.status_code} to GET /")
 
 
 def claude_command(claude: str | None, env: Mapping[str, str]) -> str:

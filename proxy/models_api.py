@@ -10,8 +10,10 @@ the app runs. Both endpoints are behind the auth token when one is set.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from starlette.requests import Request
@@ -22,7 +24,11 @@ from .core import catalog, providers
 from .core.errors import BridgeError, NotFound
 from .core.ids import new_request_id
 from .core.routing import DEFAULT_UPSTREAM
+from .upstream import Upstreams
 from .windows import Windows
+
+REFRESH = 600.0
+"""Seconds an upstream's list of models is kept before it is asked again."""
 
 Render = Callable[[BridgeError, str], Response]
 
@@ -33,14 +39,18 @@ def where(settings: Settings, upstream: str) -> str:
     return host if upstream == DEFAULT_UPSTREAM else f"{upstream} ({host})"
 
 
-def offered_models(settings: Settings, windows: Windows) -> list[dict[str, Any]]:
-    """Every model the settings route to, as `ModelInfo` objects, the big model first."""
+def offered_models(
+    settings: Settings, windows: Windows, listed: Mapping[str, Sequence[str]] | None = None
+) -> list[dict[str, Any]]:
+    """Every model the settings route to, as `ModelInfo` objects, the big model first; then
+    those the upstreams list (`listed`, by upstream name) that are not among them."""
     offers = catalog.configured_offers(
         big_model=settings.big_model,
         small_model=settings.small_model,
         rules=settings.rules(),
         upstreams=settings.upstreams.keys(),
     )
+    offers += catalog.listed_offers(listed or {}, offers)
     return [
         catalog.model_info(o, where(settings, o.upstream), windows.of(o.upstream, o.model))
         for o in offers
@@ -48,33 +58,69 @@ def offered_models(settings: Settings, windows: Windows) -> list[dict[str, Any]]
 
 
 class ModelsApi:
+    """The two endpoints, the list they serve, and the upstreams' own listings behind it.
+
+    The upstreams are asked what they list (`Upstream.model_ids`) in the background when a
+    list is wanted and the last answers are older than `REFRESH` seconds: a request is never
+    kept waiting for them, so the first list may lack them (`code` asks once at start)."""
+
     def __init__(
         self,
         settings: Settings,
         windows: Windows,
+        upstreams: Upstreams,
         *,
         authorize: Callable[[Request], None],
         render: Render,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._settings = settings
         self._windows = windows
+        self._upstreams = upstreams
         self._authorize = authorize
         self._render = render
-        self._models: list[dict[str, Any]] | None = None
-        self._building: asyncio.Task[None] | None = None
+        self._clock = clock
+        self._listed: dict[str, list[str]] = {}
+        self._listed_at: float | None = None
+        self._listing: asyncio.Task[None] | None = None
+        self._generation = 0  # of `_listed`: a list built from an older one is rebuilt
+        self._built: tuple[int, list[dict[str, Any]]] | None = None
+        self._building: tuple[int, asyncio.Task[list[dict[str, Any]]]] | None = None
 
     async def models(self) -> list[dict[str, Any]]:
-        if self._models is None:
-            # One build for the requests that come before it is done; kept here, so a
-            # request that leaves cannot cancel it for the others.
-            if self._building is None:
-                self._building = asyncio.create_task(asyncio.to_thread(self._build))
-            await asyncio.shield(self._building)
-        assert self._models is not None
-        return self._models
+        self._refresh()
+        generation = self._generation
+        if self._built is None or self._built[0] != generation:
+            # One build per listing for the requests that come before it is done, kept here
+            # so that a request that leaves cannot cancel it for the others.
+            if self._building is None or self._building[0] != generation:
+                build = asyncio.to_thread(
+                    offered_models, self._settings, self._windows, dict(self._listed)
+                )
+                self._building = (generation, asyncio.create_task(build))
+            self._built = (generation, await asyncio.shield(self._building[1]))
+        return self._built[1]
 
-    def _build(self) -> None:
-        self._models = offered_models(self._settings, self._windows)
+    def _refresh(self) -> None:
+        running = self._listing is not None and not self._listing.done()
+        fresh = self._listed_at is not None and self._clock() - self._listed_at < REFRESH
+        if not running and not fresh:
+            self._listing = asyncio.create_task(self._fetch())
+
+    async def _fetch(self) -> None:
+        named = list(self._upstreams.named.values())
+        found = await asyncio.gather(*(u.model_ids() for u in named))
+        listed = {u.name: ids for u, ids in zip(named, found, strict=True) if ids}
+        self._listed_at = self._clock()
+        if listed != self._listed:
+            self._listed = listed
+            self._generation += 1
+
+    async def aclose(self) -> None:
+        if self._listing is not None:
+            self._listing.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._listing
 
     async def list(self, request: Request) -> Response:
         request_id = new_request_id()

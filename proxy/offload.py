@@ -13,8 +13,8 @@ other stream waits for its next chunk or ping):
   writes the body to the worker's pipe and reads the answer back (see `Offload`); the worker
   runs at a lower priority, so that it does not take a core from the loop either.
 
-So bodies of `OFFLOAD_BYTES` and more go to a worker; smaller ones stay inline, where they take
-a few milliseconds, less than a round trip to a worker.
+So the bodies that would take long go to a worker (`worth_offloading`); the others stay inline,
+where they take a few milliseconds, less than a round trip to a worker.
 
 The workers are plain child processes (`python -c`), not `multiprocessing`'s: that one re-imports
 the main module in every child (a script that starts the server unguarded would start it again)
@@ -44,16 +44,27 @@ log = logging.getLogger("claude_bridge.offload")
 
 T = TypeVar("T")
 
-# Request bodies this big or bigger are parsed in a worker. A body of many tiny messages costs
-# about 1 ms per KB to prepare (a realistic Claude Code one 30 us per KB): below this, the
-# stall stays well under the 100 ms other clients should ever wait; the 50 KB Claude Code
-# request and anything smaller stay inline, where a round trip to a worker would cost more.
+# What a body costs to prepare follows the number of JSON objects in it, not its size: 7-17 us
+# an object on a slow 2-core machine whatever their shape (400,001 short messages: seconds; a
+# realistic 1 MB Claude Code conversation, 3,200 objects: 48 ms; 8 MB of one text: 19 ms).
+# Bodies under `OFFLOAD_BYTES` stay inline unexamined (at most ~2,600 objects: ~40 ms). Larger
+# ones are counted (`{`s: ~2 us a KB) and go to a worker beyond `OFFLOAD_OBJECTS`, or beyond
+# `OFFLOAD_ALWAYS` bytes; the others stay inline, where a round trip to a worker would cost
+# them more than they hold the loop.
 OFFLOAD_BYTES = 64 * 1024
+OFFLOAD_OBJECTS = 3_000
+OFFLOAD_ALWAYS = 8 * 1024 * 1024
 # Workers running at once: one core is left to the event loop.
 MAX_WORKERS = max(1, min(4, (os.cpu_count() or 2) - 1))
 WORKER_NICENESS = 10
 _HEADER = 8
 _CHILD = "from claude_bridge.proxy.offload import serve; serve()"
+
+
+def worth_offloading(body: bytes) -> bool:
+    """Whether preparing `body` (a JSON request) would hold the event loop too long."""
+    size = len(body)
+    return size >= OFFLOAD_BYTES and (size >= OFFLOAD_ALWAYS or body.count(b"{") > OFFLOAD_OBJECTS)
 
 
 class WorkerFailed(BridgeError):

@@ -23,6 +23,7 @@ from .core import providers
 from .core.catalog import Limits
 from .core.context import ReplyContext
 from .core.errors import BridgeError, UpstreamError, sized_overflow
+from .core.features import PLAIN, Features, request_features
 from .core.ids import new_message_id
 from .core.nulls import NullRemovingSource
 from .core.passthrough import PassthroughStream, forward_body, message_from_upstream
@@ -39,7 +40,7 @@ from .drain import Drain
 from .events import Bus, Exchange, delta_chars
 from .models.anthropic import CountTokensRequest, MessagesRequest
 from .models.openai import ChatCompletion
-from .offload import OFFLOAD_BYTES, Offload
+from .offload import Offload, worth_offloading
 from .pricing import Pricing
 from .tokenizer import count_text
 from .upstream import Upstream, Upstreams, _dumps
@@ -60,7 +61,7 @@ READ_AHEAD = 64
 READ_AHEAD_BYTES = 256 * 1024
 # Bytes of upstream events translated back to back before the relay lets the other requests
 # run: a fast upstream and a fast client never make it wait otherwise.
-BATCH_BYTES = 64 * 1024
+BATCH_BYTES = 16 * 1024
 # One upstream SSE event bigger than this is not a chat completion chunk: the stream fails
 # rather than buffer without end.
 MAX_EVENT_BYTES = 16 * 1024 * 1024
@@ -71,15 +72,16 @@ def rough_tokens(text: str) -> int:
     return len(text) // 4 + 1
 
 
-def routed(settings: Settings, client_model: str) -> Route:
-    """Which upstream and model a request for `client_model` goes to. `serve` and
-    `translate` both ask here, so the offline translation is the served one."""
+def routed(settings: Settings, client_model: str, features: Features = PLAIN) -> Route:
+    """Which upstream and model a request for `client_model` (holding `features`) goes to.
+    `serve` and `translate` both ask here, so the offline translation is the served one."""
     return route(
         client_model,
         big_model=settings.big_model,
         small_model=settings.small_model,
         rules=settings.rules(),
         upstreams=settings.upstreams.keys(),
+        features=features,
     )
 
 
@@ -130,7 +132,7 @@ def translate_body(
     data = parse_object(raw)
     session = session_id(client_headers, data)
     request = validate(data, MessagesRequest)
-    to = routed(settings, request.model)
+    to = routed(settings, request.model, request_features(request, len(raw), client_headers))
     endpoint = endpoints[to.upstream]
     if endpoint.mode == "anthropic":
         body, ctx, options, dropped = forward_body(data, to.model), None, None, []
@@ -229,7 +231,7 @@ class Pipeline:
         headers = client_headers or {}
         exchange.agent_id = agent_id(headers)
         try:
-            if len(raw) < OFFLOAD_BYTES:
+            if not worth_offloading(raw):
                 ready = translate_body(raw, self.settings, self._endpoints, headers)
             else:
                 # Seconds of CPU for the biggest bodies: in a worker process, so that every
@@ -457,7 +459,7 @@ class Pipeline:
     # -- count_tokens --------------------------------------------------------------------
 
     async def count_tokens(self, raw: bytes) -> dict[str, int]:
-        if len(raw) >= OFFLOAD_BYTES:  # as in `prepare`
+        if worth_offloading(raw):  # as in `prepare`
             _, total = await self.offload.run(offloaded_count, raw)
             return {"input_tokens": total}
         request = parse_body(raw, CountTokensRequest)
@@ -621,8 +623,11 @@ class _Backlog:
         while not self.closed and self.size and self.size + size > self.limit:
             self._room.clear()
             await self._room.wait()
+        if self.closed:
+            await asyncio.sleep(0)  # a reader dropping a tail must still be stoppable
+            return False
         self.size += size
-        return not self.closed
+        return True
 
     def release(self, size: int) -> None:
         self.size -= size

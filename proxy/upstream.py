@@ -275,6 +275,28 @@ class Upstream:
             return delay  # an HTTP date: rare from an API; the backoff will do
         return max(delay, asked) if 0 <= asked <= MAX_RETRY_AFTER else None
 
+    async def model_ids(self) -> list[str]:
+        """The models this upstream lists (`GET .../models`, `data[].id` in OpenAI's shape and
+        Anthropic's alike), for `GET /v1/models`; empty when it lists none or cannot say."""
+        base = self.url.removesuffix("/chat/completions").removesuffix("/messages")
+        if base == self.url:  # Azure's deployment URLs: one model each, listed by nobody
+            return []
+        request = httpx.Request(
+            "GET", base + "/models", headers=self._headers, extensions=self._extensions
+        )
+        try:
+            response = await self._transport.handle_async_request(request)
+            try:
+                body = await self._read_body(response) if response.status_code == 200 else b""
+            finally:
+                await response.aclose()
+            data = untrusted.loads(body).get("data") if body else None
+        except (httpx.HTTPError, UpstreamError, ValueError, AttributeError):
+            return []
+        if not isinstance(data, list):
+            return []
+        return [m["id"] for m in data if isinstance(m, dict) and isinstance(m.get("id"), str)]
+
     async def _read_body(self, response: httpx.Response) -> bytes:
         """A 2xx body, bounded in size and in total time: an upstream dripping bytes slowly
         must not hold the request for longer than `read_timeout`."""

@@ -129,6 +129,7 @@ def test_code_starts_a_private_proxy_runs_claude_and_stops_it(
     assert env["ANTHROPIC_DEFAULT_FABLE_MODEL"] == f"{BIG_MODEL}@claude-bridge"
     assert env["ANTHROPIC_DEFAULT_HAIKU_MODEL"] == f"{SMALL_MODEL}@claude-bridge"
     assert env["CLAUDE_CODE_MAX_CONTEXT_TOKENS"] == "131072"
+    assert env["CLAUDE_CODE_DISABLE_1M_CONTEXT"] == "1"  # else `[1m]`, and the window ignored
     assert env["CLAUDE_CODE_MAX_OUTPUT_TOKENS"] == "8192"
     assert env["CLAUDE_CODE_ENABLE_GATEWAY_MODEL_DISCOVERY"] == "1"
     assert env["DISABLE_TELEMETRY"] == "1"
@@ -202,8 +203,8 @@ def test_model_env_leaves_names_passed_through_alone(upstream: FakeUpstream) -> 
     # No big model: opus, sonnet and fable keep Claude Code's names (and windows).
     assert env == {
         "ANTHROPIC_DEFAULT_HAIKU_MODEL": "local/qwen3:4b@claude-bridge",
-        "ANTHROPIC_DEFAULT_HAIKU_MODEL_NAME": "qwen3:4b",
-        "ANTHROPIC_DEFAULT_HAIKU_MODEL_DESCRIPTION": "qwen3:4b via claude-bridge",
+        "ANTHROPIC_DEFAULT_HAIKU_MODEL_NAME": "qwen3:4b (haiku)",
+        "ANTHROPIC_DEFAULT_HAIKU_MODEL_DESCRIPTION": "haiku via claude-bridge",
     }
 
 

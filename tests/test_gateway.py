@@ -4,18 +4,31 @@ ids that route to the model they name. Real servers on loopback, the real `anthr
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from typing import Any
 
 import anthropic
 import httpx
 import pytest
-from conftest import BIG_MODEL, CLIENT_KEY, SMALL_MODEL, Bridge, make_client, make_http
+from conftest import (
+    BIG_MODEL,
+    CLIENT_KEY,
+    SMALL_MODEL,
+    Bridge,
+    bridge_settings,
+    make_client,
+    make_http,
+)
 from upstream import FakeUpstream, JSONReply, completion
 
+from claude_bridge.proxy.app import error_response
 from claude_bridge.proxy.core import catalog
 from claude_bridge.proxy.core.errors import InvalidRequest
 from claude_bridge.proxy.core.routing import DEFAULT_UPSTREAM, Route, gateway_id, gateway_route
+from claude_bridge.proxy.models_api import REFRESH, ModelsApi
+from claude_bridge.proxy.upstream import Upstreams
+from claude_bridge.proxy.windows import Windows
 
 HI: list[anthropic.types.MessageParam] = [{"role": "user", "content": "Hi"}]
 BIG_ID = f"{BIG_MODEL}@claude-bridge"
@@ -178,3 +191,38 @@ def test_pages_backwards_and_forwards() -> None:
     assert empty == {"data": [], "has_more": False, "first_id": None, "last_id": None}
     with pytest.raises(InvalidRequest):
         catalog.page(models, before_id="9")
+
+
+def test_the_upstreams_own_models_join_the_list_in_the_background(upstream: FakeUpstream) -> None:
+    """Never awaited by a request: the first list may lack them, a later one has them."""
+    upstream.models = ["upstream-only", BIG_MODEL]
+    settings = bridge_settings(upstream.base_url)
+    now = [0.0]
+
+    async def main() -> tuple[list[str], list[dict[str, Any]]]:
+        upstreams = Upstreams(settings)
+        api = ModelsApi(
+            settings,
+            Windows(settings),
+            upstreams,
+            authorize=lambda request: None,
+            render=error_response,
+            clock=lambda: now[0],
+        )
+        try:
+            before = [m["id"] for m in await api.models()]
+            assert api._listing is not None
+            await api._listing
+            after = await api.models()
+            now[0] = REFRESH - 1  # kept, not asked again
+            await api.models()
+        finally:
+            await api.aclose()
+            await upstreams.aclose()
+        return before, after
+
+    before, after = asyncio.run(main())
+    assert upstream.listings == 1
+    assert before == [BIG_ID, SMALL_ID]
+    assert [m["id"] for m in after] == [BIG_ID, SMALL_ID, "upstream-only@claude-bridge"]
+    assert "listed by the upstream" in after[2]["description"]

@@ -25,12 +25,9 @@ import httpx
 import pytest
 from conftest import Bridge, bridge_settings, make_http, start_bridge
 from shapes import content_blocks
-from test_faults import (  # the fault tests' bridge and checks: the same contract
-    FAST,
+from test_faults import (  # the fault tests' checks: the same contract
     assert_error,
     body,
-    fast,
-    fast_bridge,
     parse_events,
     stream_error,
 )
@@ -55,8 +52,6 @@ from claude_bridge.proxy.core.stream import StreamTranslator
 from claude_bridge.proxy.events import Bus, Exchange
 from claude_bridge.proxy.tokenizer import count_text
 
-__all__ = ["fast", "fast_bridge"]  # fixtures, used by name
-
 LONE = "\\ud800"  # a lone surrogate as JSON escapes it: valid JSON, no UTF-8 form
 MARK = "SURROGATE_HERE"
 DEEP = 100_000
@@ -64,7 +59,7 @@ DEEP = 100_000
 
 @pytest.fixture(scope="module")
 def passthrough_bridge(upstream_server: FakeUpstream) -> Iterator[Bridge]:
-    bridge = start_bridge(bridge_settings(upstream_server.base_url, mode="anthropic", **FAST))
+    bridge = start_bridge(bridge_settings(upstream_server.base_url, mode="anthropic"))
     yield bridge
     bridge.stop()
 
@@ -101,33 +96,33 @@ USAGE_DETAILS = ["prompt_tokens_details", "completion_tokens_details", "timings"
 @pytest.mark.parametrize("value", NOT_OBJECTS, ids=repr)
 @pytest.mark.parametrize("field", USAGE_DETAILS)
 def test_usage_details_that_are_not_objects_are_ignored(
-    fast: httpx.Client, upstream: FakeUpstream, field: str, value: Any
+    http: httpx.Client, upstream: FakeUpstream, field: str, value: Any
 ) -> None:
     usage = {**openai_usage(prompt=12, completion=5), field: value}
     upstream.reply(
         JSONReply(completion("Hi", usage=usage)), SSEReply(text_stream(["Hi"], usage=usage))
     )
 
-    answer = fast.post("/v1/messages", json=body())
+    answer = http.post("/v1/messages", json=body())
     assert answer.status_code == 200, answer.text
     counts = {"input_tokens": 12, "cache_creation_input_tokens": 0, "cache_read_input_tokens": 0}
     assert answer.json()["usage"] == {**counts, "output_tokens": 5}
 
-    events = parse_events(fast.post("/v1/messages", json=body(stream=True)).content)
+    events = parse_events(http.post("/v1/messages", json=body(stream=True)).content)
     assert events[-1][0] == "message_stop" and texts(events) == "Hi"
     assert events[-2][1]["usage"] == {**counts, "output_tokens": 5}
 
 
 @pytest.mark.parametrize("value", NOT_OBJECTS[:3], ids=repr)
 def test_usage_and_timings_that_are_not_objects_are_ignored(
-    fast: httpx.Client, upstream: FakeUpstream, value: Any
+    http: httpx.Client, upstream: FakeUpstream, value: Any
 ) -> None:
     upstream.reply(
         JSONReply({**completion("Hi"), "usage": value}),
         JSONReply({**completion("Hi"), "timings": value}),
     )
     for _ in range(2):
-        answer = fast.post("/v1/messages", json=body())
+        answer = http.post("/v1/messages", json=body())
         assert answer.status_code == 200, answer.text
         assert answer.json()["content"] == [{"type": "text", "text": "Hi"}]
 
@@ -157,17 +152,17 @@ def surrogate_stream(where: str) -> list[str]:
 
 @pytest.mark.parametrize("where", ["content", "reasoning_content", "tool id", "tool name"])
 def test_lone_surrogates_become_replacement_characters(
-    fast: httpx.Client, upstream: FakeUpstream, where: str
+    http: httpx.Client, upstream: FakeUpstream, where: str
 ) -> None:
     upstream.reply(
         RawReply(with_lone_surrogate(surrogate_completion(where)), content_type="application/json"),
         SSEReply(surrogate_stream(where)),
     )
 
-    answer = fast.post("/v1/messages", json=body())
+    answer = http.post("/v1/messages", json=body())
     assert answer.status_code == 200, answer.text
     answer.content.decode("utf-8")  # strict: the answer is UTF-8
-    raw = fast.post("/v1/messages", json=body(stream=True)).content
+    raw = http.post("/v1/messages", json=body(stream=True)).content
     events = parse_events(raw)  # strict UTF-8, wire format and event grammar
     assert events[-1][0] == "message_stop"
 
@@ -179,7 +174,7 @@ def test_lone_surrogates_become_replacement_characters(
 
 
 def test_lone_surrogate_in_an_upstream_error_keeps_its_status(
-    fast: httpx.Client, upstream: FakeUpstream
+    http: httpx.Client, upstream: FakeUpstream
 ) -> None:
     error = with_lone_surrogate({"error": {"message": f"bad {MARK}", "type": "invalid"}})
     refusal = RawReply(error, status=400, content_type="application/json")
@@ -187,31 +182,31 @@ def test_lone_surrogate_in_an_upstream_error_keeps_its_status(
 
     for stream in (False, True):
         message = assert_error(
-            fast.post("/v1/messages", json=body(stream=stream)), 400, "invalid_request_error"
+            http.post("/v1/messages", json=body(stream=stream)), 400, "invalid_request_error"
         )
         assert message == "bad \ufffd"
-    message, events = stream_error(fast, "api_error")
+    message, events = stream_error(http, "api_error")
     assert message == "bad \ufffd" and texts(events) == "Half"
 
 
 # -- what cannot be translated ------------------------------------------------------------
 
 
-def test_deeply_nested_json_answer_is_a_502(fast: httpx.Client, upstream: FakeUpstream) -> None:
+def test_deeply_nested_json_answer_is_a_502(http: httpx.Client, upstream: FakeUpstream) -> None:
     upstream.reply(RawReply(deep_json(), content_type="application/json"))
 
-    message = assert_error(fast.post("/v1/messages", json=body()), 502, "api_error")
+    message = assert_error(http.post("/v1/messages", json=body()), 502, "api_error")
     assert "nested deeper than" in message
 
 
 def test_deeply_nested_chunk_ends_the_stream_after_what_was_translated(
-    fast: httpx.Client, upstream: FakeUpstream
+    http: httpx.Client, upstream: FakeUpstream
 ) -> None:
     upstream.reply(
         SSEReply([chunk({"content": "Half"}), sse_data(deep_json()), *text_stream(["!"])])
     )
 
-    message, events = stream_error(fast, "api_error")
+    message, events = stream_error(http, "api_error")
     assert "nested deeper than" in message and texts(events) == "Half"
 
 
@@ -232,16 +227,16 @@ def test_deeply_nested_passthrough_answers(
 
 
 def test_a_completion_of_the_wrong_shape_is_a_502_naming_the_field(
-    fast: httpx.Client, upstream: FakeUpstream
+    http: httpx.Client, upstream: FakeUpstream
 ) -> None:
     upstream.reply(JSONReply({**completion("Hi"), "choices": "none"}))
 
-    message = assert_error(fast.post("/v1/messages", json=body()), 502, "api_error")
+    message = assert_error(http.post("/v1/messages", json=body()), 502, "api_error")
     assert "not a chat completion" in message and "choices" in message
 
 
 def test_a_translation_that_breaks_is_a_502_or_an_error_event(
-    fast: httpx.Client, upstream: FakeUpstream, monkeypatch: pytest.MonkeyPatch
+    http: httpx.Client, upstream: FakeUpstream, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Whatever the upstream sends that the translation did not foresee (here: a bug put in
     its way), the client gets an Anthropic error, never a 500 or a stream cut mid-body."""
@@ -253,9 +248,9 @@ def test_a_translation_that_breaks_is_a_502_or_an_error_event(
     monkeypatch.setattr(StreamTranslator, "_end", broken)
     upstream.reply(JSONReply(completion("Hi")), SSEReply(text_stream(["Half"])))
 
-    message = assert_error(fast.post("/v1/messages", json=body()), 502, "api_error")
+    message = assert_error(http.post("/v1/messages", json=body()), 502, "api_error")
     assert "could not be translated" in message
-    message, events = stream_error(fast, "api_error")
+    message, events = stream_error(http, "api_error")
     assert "could not be translated" in message and texts(events) == "Half"
 
 
@@ -267,11 +262,11 @@ LOCATION = "https://evil.example:8443/v1/chat/completions?token=SECRET-IN-QUERY"
 @pytest.mark.parametrize("stream", [False, True], ids=["plain", "stream"])
 @pytest.mark.parametrize("status", [301, 302, 303, 307, 308])
 def test_redirects_are_not_followed_nor_relayed(
-    fast: httpx.Client, upstream: FakeUpstream, status: int, stream: bool
+    http: httpx.Client, upstream: FakeUpstream, status: int, stream: bool
 ) -> None:
     upstream.reply(RawReply("moved", status=status, headers={"location": LOCATION}))
 
-    message = assert_error(fast.post("/v1/messages", json=body(stream=stream)), 502, "api_error")
+    message = assert_error(http.post("/v1/messages", json=body(stream=stream)), 502, "api_error")
     assert f"HTTP {status}" in message and "evil.example:8443" in message
     assert "SECRET" not in message
     assert len(upstream.requests) == 1
@@ -280,11 +275,11 @@ def test_redirects_are_not_followed_nor_relayed(
 @pytest.mark.parametrize("stream", [False, True], ids=["plain", "stream"])
 @pytest.mark.parametrize("status", [101, 304, 600, 999])
 def test_statuses_that_are_no_answer_are_a_502(
-    fast: httpx.Client, upstream: FakeUpstream, status: int, stream: bool
+    http: httpx.Client, upstream: FakeUpstream, status: int, stream: bool
 ) -> None:
     upstream.reply(RawReply("", status=status))
 
-    message = assert_error(fast.post("/v1/messages", json=body(stream=stream)), 502, "api_error")
+    message = assert_error(http.post("/v1/messages", json=body(stream=stream)), 502, "api_error")
     assert f"HTTP {status}" in message
 
 
@@ -310,7 +305,7 @@ def pieces(data: bytes, size: int = 4096) -> list[bytes]:
 
 @pytest.mark.parametrize("coding", CODINGS)
 def test_compressed_answers_are_inflated(
-    fast: httpx.Client, upstream: FakeUpstream, coding: str
+    http: httpx.Client, upstream: FakeUpstream, coding: str
 ) -> None:
     header = {"content-encoding": coding.split()[-1]}
     packed = CODINGS[coding](json.dumps(completion("zipped " * 5000)).encode())
@@ -320,14 +315,14 @@ def test_compressed_answers_are_inflated(
         SSEReply(pieces(stream, 97), headers=header),
     )
 
-    answer = fast.post("/v1/messages", json=body())
+    answer = http.post("/v1/messages", json=body())
     assert answer.status_code == 200 and answer.json()["content"][0]["text"] == "zipped " * 5000
-    events = parse_events(fast.post("/v1/messages", json=body(stream=True)).content)
+    events = parse_events(http.post("/v1/messages", json=body(stream=True)).content)
     assert events[-1][0] == "message_stop" and texts(events) == "zip" * 3000
 
 
 def test_a_gzip_bomb_stream_ends_with_an_error_event(
-    fast: httpx.Client, upstream: FakeUpstream
+    http: httpx.Client, upstream: FakeUpstream
 ) -> None:
     # Comments inflate without making events, so the test is quick; the relay reads them all.
     filler = (b": " + b"x" * 1022 + b"\n") * ((inflate.GRACE + inflate.GRACE // 2) // 1024)
@@ -336,24 +331,24 @@ def test_a_gzip_bomb_stream_ends_with_an_error_event(
         SSEReply(pieces(gzip.compress(body_bytes), 16384), headers={"content-encoding": "gzip"})
     )
 
-    message, events = stream_error(fast, "api_error")
+    message, events = stream_error(http, "api_error")
     assert "compression bomb" in message and texts(events) == "Half"
 
 
-def test_a_gzip_bomb_answer_is_a_502(fast: httpx.Client, upstream: FakeUpstream) -> None:
+def test_a_gzip_bomb_answer_is_a_502(http: httpx.Client, upstream: FakeUpstream) -> None:
     packed = gzip.compress(json.dumps(completion("a" * (inflate.GRACE + 1024))).encode())
     upstream.reply(
         RawReply(packed, content_type="application/json", headers={"content-encoding": "gzip"})
     )
 
     assert "compression bomb" in assert_error(
-        fast.post("/v1/messages", json=body()), 502, "api_error"
+        http.post("/v1/messages", json=body()), 502, "api_error"
     )
 
 
 @pytest.mark.parametrize("stream", [False, True], ids=["plain", "stream"])
 def test_corrupt_or_unsupported_encodings_are_a_502(
-    fast: httpx.Client, upstream: FakeUpstream, stream: bool
+    http: httpx.Client, upstream: FakeUpstream, stream: bool
 ) -> None:
     upstream.reply(
         RawReply(
@@ -369,16 +364,16 @@ def test_corrupt_or_unsupported_encodings_are_a_502(
     )
 
     if stream:
-        assert "gzip body that is corrupt" in stream_error(fast, "api_error")[0]
+        assert "gzip body that is corrupt" in stream_error(http, "api_error")[0]
     else:
-        message = assert_error(fast.post("/v1/messages", json=body()), 502, "api_error")
+        message = assert_error(http.post("/v1/messages", json=body()), 502, "api_error")
         assert "gzip body that is corrupt" in message
-    message = assert_error(fast.post("/v1/messages", json=body(stream=stream)), 502, "api_error")
+    message = assert_error(http.post("/v1/messages", json=body(stream=stream)), 502, "api_error")
     assert "content-encoding 'br'" in message
 
 
 def test_limits_count_inflated_bytes(
-    fast: httpx.Client, upstream: FakeUpstream, monkeypatch: pytest.MonkeyPatch
+    http: httpx.Client, upstream: FakeUpstream, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(upstream_module, "MAX_RESPONSE_BODY", 1024 * 1024)
     monkeypatch.setattr(pipeline_module, "MAX_EVENT_BYTES", 1024 * 1024)
@@ -393,9 +388,9 @@ def test_limits_count_inflated_bytes(
     )
 
     assert "more than 1048576 bytes" in assert_error(
-        fast.post("/v1/messages", json=body()), 502, "api_error"
+        http.post("/v1/messages", json=body()), 502, "api_error"
     )
-    assert "an event of more than 1048576 bytes" in stream_error(fast, "api_error")[0]
+    assert "an event of more than 1048576 bytes" in stream_error(http, "api_error")[0]
 
 
 # -- the relay's read-ahead ---------------------------------------------------------------

@@ -26,7 +26,7 @@ from claude_bridge.proxy.core.errors import InvalidRequest
 from claude_bridge.proxy.core.tokens import count_request_tokens
 from claude_bridge.proxy.core.validation import parse_body
 from claude_bridge.proxy.models.anthropic import CountTokensRequest
-from claude_bridge.proxy.offload import OFFLOAD_BYTES, Offload, WorkerFailed
+from claude_bridge.proxy.offload import OFFLOAD_OBJECTS, Offload, WorkerFailed, worth_offloading
 from claude_bridge.proxy.pipeline import translate_body
 from claude_bridge.proxy.tokenizer import count_text
 
@@ -34,17 +34,17 @@ MODEL = "claude-sonnet-4-6"
 
 
 def big_body(**changes: Any) -> dict[str, Any]:
-    """A conversation of about 150 KB: prepared in a worker."""
+    """A conversation of more turns than the loop is given to prepare: for a worker."""
     turns = [
-        {"role": "assistant" if n % 2 else "user", "content": f"turn {n}: " + "words " * 30}
-        for n in range(801)
+        {"role": "assistant" if n % 2 else "user", "content": f"turn {n}: some words"}
+        for n in range(OFFLOAD_OBJECTS + 1)
     ]
     return {"model": MODEL, "max_tokens": 64, "messages": turns, **changes}
 
 
 def encoded(body: dict[str, Any]) -> bytes:
     raw = json.dumps(body).encode()
-    assert len(raw) >= OFFLOAD_BYTES
+    assert worth_offloading(raw)
     return raw
 
 
@@ -88,6 +88,14 @@ def test_a_big_body_is_counted_as_inline(client: anthropic.Anthropic) -> None:
 
     inline = count_request_tokens(parse_body(encoded(body), CountTokensRequest), count_text)
     assert counted.input_tokens == inline
+
+
+def test_what_goes_to_a_worker_is_what_takes_long() -> None:
+    few_big_turns = big_body(messages=[{"role": "user", "content": "word " * 200_000}])
+    assert not worth_offloading(json.dumps(few_big_turns).encode())  # 1 MB, 2 objects
+    assert worth_offloading(json.dumps(big_body()).encode())  # 3,001 turns
+    huge = big_body(messages=[{"role": "user", "content": "word " * 2_000_000}])
+    assert worth_offloading(json.dumps(huge).encode())  # 10 MB: dumped and copied, too
 
 
 # -- the pool of workers ---------------------------------------------------------------------

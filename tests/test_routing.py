@@ -3,8 +3,16 @@
 from __future__ import annotations
 
 import pytest
+from anthropic.types import MessageParam
+from conftest import BIG_MODEL, bridge_settings, make_client, start_bridge
+from upstream import FakeUpstream, JSONReply, completion
 
+from claude_bridge.cli.render import exchange_line
+from claude_bridge.proxy.app import create_app
+from claude_bridge.proxy.core.features import PLAIN, Features, request_features
 from claude_bridge.proxy.core.routing import DEFAULT_UPSTREAM, Route, Rule, route
+from claude_bridge.proxy.events import Bus, Exchange
+from claude_bridge.proxy.models.anthropic import MessagesRequest
 
 
 @pytest.mark.parametrize(
@@ -80,3 +88,110 @@ def test_rules_name_an_upstream_and_may_keep_the_client_name() -> None:
     assert routed("claude-opus-4-5") == Route("anthropic-compatible", "claude-opus-4-5")
     # Names no rule takes stay on the default upstream, with the big/small mapping.
     assert routed("claude-sonnet-4-5") == Route(DEFAULT_UPSTREAM, "big")
+
+
+# -- rules on what the request holds --------------------------------------------------------
+
+FEATURE_RULES = [
+    Rule("*", "reasoner", thinking=True),
+    Rule("*", "long", min_input_tokens=60000),
+    Rule("*", "vision", images=True),
+    Rule("*haiku*", "helper", request_class="subagent"),
+]
+
+
+@pytest.mark.parametrize(
+    ("client_model", "features", "expected", "why"),
+    [
+        ("claude-opus-4-6", Features(thinking=True), "reasoner", "rule 1 (thinking)"),
+        ("claude-opus-4-6", Features(input_tokens=60001), "long", "rule 2 (input > 60000)"),
+        ("claude-opus-4-6", Features(input_tokens=60000), "big", "opus tier: big_model"),
+        ("claude-sonnet-4-6", Features(images=True), "vision", "rule 3 (images)"),
+        (
+            "claude-haiku-4-5",
+            Features(request_class="subagent"),
+            "helper",
+            "rule 4 (*haiku*, subagent)",
+        ),
+        ("claude-opus-4-6", Features(request_class="subagent"), "big", "opus tier: big_model"),
+        ("claude-fable-5-2", PLAIN, "big", "fable tier: big_model"),
+        ("claude-haiku-4-5", PLAIN, "small", "haiku tier: small_model"),
+        ("gpt-4o", PLAIN, "big", "no rule: big_model"),
+        ("small@claude-bridge", Features(thinking=True), "small", "gateway id"),
+    ],
+)
+def test_feature_rules_in_order(
+    client_model: str, features: Features, expected: str, why: str
+) -> None:
+    to = route(
+        client_model, big_model="big", small_model="small", rules=FEATURE_RULES, features=features
+    )
+    assert (to.model, to.why) == (expected, why)
+
+
+def test_features_of_a_request() -> None:
+    image = {
+        "type": "image",
+        "source": {"type": "base64", "media_type": "image/png", "data": "iVBORw0K" * 1500},
+    }
+    call = {"type": "tool_use", "id": "t1", "name": "Read", "input": {}}
+    in_result = {"type": "tool_result", "tool_use_id": "t1", "content": [image]}
+    request = MessagesRequest.model_validate(
+        {
+            "model": "m",
+            "max_tokens": 10,
+            "thinking": {"type": "enabled", "budget_tokens": 1024},
+            "messages": [
+                {"role": "user", "content": "look"},
+                {"role": "assistant", "content": [call]},
+                {"role": "user", "content": [in_result, {"type": "text", "text": "x"}]},
+            ],
+        }
+    )
+    found = request_features(request, 12_400, {"X-Claude-Code-Agent-Id": "a1"})
+    # The base64 payload is no prompt text: 12400 bytes less 12000 of it, four bytes a token.
+    assert found == Features(thinking=True, input_tokens=100, images=True, request_class="subagent")
+    plain = MessagesRequest.model_validate(
+        {"model": "m", "max_tokens": 10, "messages": [{"role": "user", "content": "hi"}]}
+    )
+    hinted = {"x-claude-code-request-class": "Compaction", "x-claude-code-agent-id": "a1"}
+    assert request_features(plain, 400, hinted).request_class == "compaction"
+    assert request_features(plain, 400, {}) == Features(input_tokens=100)
+
+
+def test_feature_rules_over_the_wire_and_on_the_request_line(upstream: FakeUpstream) -> None:
+    settings = bridge_settings(
+        upstream.base_url,
+        routes=[
+            {"pattern": "*", "thinking": True, "model": "reasoner"},
+            {"pattern": "*", "request_class": "subagent", "model": "helper"},
+        ],
+    )
+    finished: list[Exchange] = []
+    bus = Bus()
+    bus.subscribe(lambda kind, exchange: finished.append(exchange) if kind == "finish" else None)
+    bridge = start_bridge(settings, create_app(settings, bus=bus))
+    upstream.always(JSONReply(completion("ok")))
+    hi: list[MessageParam] = [{"role": "user", "content": "Hi"}]
+    try:
+        with make_client(bridge) as sdk:
+            sdk.messages.create(
+                model="claude-opus-4-6",
+                max_tokens=8,
+                messages=hi,
+                thinking={"type": "adaptive"},
+            )
+            sdk.messages.create(
+                model="claude-opus-4-6",
+                max_tokens=8,
+                messages=hi,
+                extra_headers={"x-claude-code-agent-id": "agent-1"},
+            )
+            sdk.messages.create(model="claude-opus-4-6", max_tokens=8, messages=hi)
+    finally:
+        bridge.stop()
+    assert [r.json["model"] for r in upstream.requests] == ["reasoner", "helper", BIG_MODEL]
+    lines = [exchange_line(e).plain for e in finished]
+    assert "→ reasoner [rule 1]" in lines[0]
+    assert "↳ opus-4-6 → helper [rule 2]" in lines[1]
+    assert "[rule" not in lines[2] and "↳" not in lines[2]

@@ -274,6 +274,10 @@ class FakeUpstream:
         self._startup_error: BaseException | None = None
         self.errors: list[Exception] = []
         """Exceptions raised by callable replies."""
+        self.models: list[str] = []
+        """What `GET .../models` lists."""
+        self.listings = 0
+        """`GET .../models` requests answered."""
 
     # -- lifecycle
 
@@ -363,6 +367,8 @@ class FakeUpstream:
             self._script.clear()
             self._fallback = None
             self._requests.clear()
+            self.models = []
+            self.listings = 0
         self.errors.clear()
         self.disconnected.clear()
 
@@ -414,6 +420,13 @@ class FakeUpstream:
         )
 
     def _reply_for(self, request: RecordedRequest) -> Reply:
+        if request.method == "GET" and request.path.endswith("/models"):
+            # The model listing claude-bridge fetches in the background: answered apart, so
+            # that it never takes a scripted reply or shows among `requests`.
+            with self._lock:
+                self.listings += 1
+                listed = [{"id": name, "object": "model"} for name in self.models]
+            return JSONReply({"object": "list", "data": listed})
         script = self._record(request)
         if not callable(script):
             return script

@@ -11,15 +11,13 @@ import typer
 from claude_bridge.proxy.core.context import ReplyContext
 from claude_bridge.proxy.core.errors import InvalidRequest
 from claude_bridge.proxy.core.ids import ToolNames, new_message_id
-from claude_bridge.proxy.core.passthrough import forward_body
-from claude_bridge.proxy.core.request import translate_request
 from claude_bridge.proxy.core.response import translate_response
 from claude_bridge.proxy.core.sse import SSEDecoder, encode_event
 from claude_bridge.proxy.core.stream import translate_sse
-from claude_bridge.proxy.core.validation import parse_body, parse_object, validate
+from claude_bridge.proxy.core.validation import parse_body
 from claude_bridge.proxy.models.anthropic import MessagesRequest
 from claude_bridge.proxy.models.openai import ChatCompletion
-from claude_bridge.proxy.pipeline import request_options, routed
+from claude_bridge.proxy.pipeline import translate_body
 
 from ..inputs import FILE_ARGUMENT, read_input, write_json
 from .settings import CONFIG_OPTION, settings_from
@@ -56,16 +54,9 @@ def translate(
         raise InvalidRequest("--response and --stream exclude each other")
     data = read_input(file)
     if not (response or stream):
-        body = parse_object(data)
-        request = validate(body, MessagesRequest)
-        to = routed(settings, request.model)
-        endpoint = settings.endpoints()[to.upstream]
-        if endpoint.mode == "anthropic":
-            write_json(forward_body(body, to.model))
-        else:
-            write_json(
-                translate_request(request, request_options(settings, endpoint, to.model)).body
-            )
+        # What `serve` does with the body (routing on its features, the model's output limit),
+        # less the headers a file does not have.
+        write_json(translate_body(data, settings, settings.endpoints(), {}).body)
         return
     ctx = _context(request_file)
     if stream:

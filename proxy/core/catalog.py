@@ -9,7 +9,7 @@ or `before_id` cursors, `has_more`, `first_id`, `last_id`.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -63,8 +63,19 @@ def configured_offers(
             target = Route(rule.upstream, rule.pattern)  # one name, kept as the client's
         else:
             continue
-        uses.setdefault((target.upstream, target.model), []).append(f"rule {rule.pattern}")
+        uses.setdefault((target.upstream, target.model), []).append(f"rule {rule.describe()}")
     return [Offer(upstream, model, tuple(used)) for (upstream, model), used in uses.items()]
+
+
+def listed_offers(listed: Mapping[str, Sequence[str]], offered: Sequence[Offer]) -> list[Offer]:
+    """The models upstreams list themselves (by upstream name), less those already offered."""
+    seen = {(o.upstream, o.model) for o in offered}
+    return [
+        Offer(upstream, model, ("listed by the upstream",))
+        for upstream, models in listed.items()
+        for model in models
+        if (upstream, model) not in seen
+    ]
 
 
 def model_info(offer: Offer, where: str, limits: Limits = Limits()) -> dict[str, Any]:
@@ -126,7 +137,3 @@ def page(
 
 def find(models: Sequence[dict[str, Any]], model_id: str) -> dict[str, Any] | None:
     return next((m for m in models if m["id"] == model_id), None)
-
-
-WhereOf = Callable[[str], str]
-"""An upstream's name -> how the user knows it."""

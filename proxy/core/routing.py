@@ -7,6 +7,11 @@ another named upstream. Before them all, a *gateway id* (`qwen3@claude-bridge`,
 `local/qwen3@claude-bridge`) names its upstream and model outright: it is what `GET /v1/models`
 lists and what `claude-bridge code` puts in Claude Code's model variables, so a model picked in
 Claude Code's `/model` reaches exactly the model that row described, whatever the rules say.
+
+A rule may also ask for what the request holds (`features.Features`): thinking on, more input
+tokens than a threshold, images, Claude Code's request class (a subagent's, a compaction...).
+It matches when its pattern and every condition it sets do; a name-only rule matches any
+request for that name.
 """
 
 from __future__ import annotations
@@ -14,6 +19,8 @@ from __future__ import annotations
 import fnmatch
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
+
+from .features import PLAIN, Features
 
 DEFAULT_UPSTREAM = "default"
 """The upstream of the top-level settings (`openai_base_url`, `openai_api_key`, ...)."""
@@ -37,11 +44,38 @@ Code takes the window it is told (`CLAUDE_CODE_MAX_CONTEXT_TOKENS`) instead of C
 
 @dataclass(frozen=True)
 class Rule:
-    pattern: str
+    pattern: str = "*"
     """A shell-style glob matched against the client's model name, case-insensitively."""
     model: str | None = None
     """None: the client's name, unchanged (an upstream that knows Claude's names)."""
     upstream: str = DEFAULT_UPSTREAM
+    thinking: bool | None = None
+    """Set: the request's thinking must be on (True) or off (False)."""
+    min_input_tokens: int | None = None
+    """Set: the request's estimated input tokens must be above it (long context)."""
+    images: bool | None = None
+    """Set: the request must (True) or must not (False) hold an image."""
+    request_class: str | None = None
+    """Set: Claude Code's request class must be it (`subagent`, `compaction`, `main`...)."""
+
+    def describe(self) -> str:
+        """The pattern and what the rule asks beyond the name: `*haiku*, thinking`."""
+        asked = [
+            "" if self.pattern == "*" else self.pattern,
+            "thinking" if self.thinking else "no thinking" if self.thinking is False else "",
+            f"input > {self.min_input_tokens}" if self.min_input_tokens is not None else "",
+            "images" if self.images else "no images" if self.images is False else "",
+            self.request_class or "",
+        ]
+        return ", ".join(a for a in asked if a) or "*"
+
+    def takes(self, features: Features) -> bool:
+        return (
+            (self.thinking is None or self.thinking == features.thinking)
+            and (self.min_input_tokens is None or features.input_tokens > self.min_input_tokens)
+            and (self.images is None or self.images == features.images)
+            and (self.request_class is None or self.request_class == features.request_class)
+        )
 
 
 @dataclass(frozen=True)
@@ -60,14 +94,16 @@ def route(
     small_model: str | None,
     rules: Sequence[Rule] = (),
     upstreams: Collection[str] = (),
+    features: Features = PLAIN,
 ) -> Route:
-    """`upstreams`: the named upstreams a gateway id may name (the default one always)."""
+    """`upstreams`: the named upstreams a gateway id may name (the default one always);
+    `features`: what the request holds, for the rules that ask (default: a plain request)."""
     addressed = gateway_route(client_model, upstreams)
     if addressed is not None:
         return addressed
     for number, rule in enumerate(rules, 1):
-        if _matches(client_model, rule):
-            why = f"rule {number} ({rule.pattern})"
+        if _matches(client_model, rule) and rule.takes(features):
+            why = f"rule {number} ({rule.describe()})"
             return Route(rule.upstream, rule.model or client_model, why)
     family = tier(client_model)
     if family in SMALL_TIERS and small_model:
@@ -80,8 +116,8 @@ def route(
 
 
 def matching_rule(client_model: str, rules: Sequence[Rule]) -> Rule | None:
-    """The first rule whose pattern matches `client_model`, if any."""
-    return next((r for r in rules if _matches(client_model, r)), None)
+    """The first rule that takes a plain request for `client_model`, if any."""
+    return next((r for r in rules if _matches(client_model, r) and r.takes(PLAIN)), None)
 
 
 def _matches(client_model: str, rule: Rule) -> bool:

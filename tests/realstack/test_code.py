@@ -9,9 +9,20 @@ proxy and llama-server shows what went upstream.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
+import os
+import pty
+import re
+import select
+import shutil
+import signal
+import struct
 import subprocess
 import sys
+import termios
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -213,3 +224,96 @@ def test_tool_loop(code: Code) -> None:
     ]
     assert results and TOOL_MARKER in json.dumps(results[0]), run.report()
     assert len([r for r in run.records if r.client.path == "/v1/messages"]) >= 2, run.report()
+
+
+class Terminal:
+    """A program on a pseudo-terminal, read until what a user would wait for shows."""
+
+    ESCAPES = re.compile(
+        rb"\x1b\[[0-9;?<>=]*[a-zA-Z~]|\x1b\][^\x07]*\x07|\x1b[()][A-Z0-9]|\x1b[=>]"
+    )
+
+    def __init__(self, argv: list[str], env: dict[str, str], cwd: Path) -> None:
+        self.pid, self.fd = pty.fork()
+        if self.pid == 0:  # the child: never returns
+            os.chdir(cwd)
+            os.execve(argv[0], argv, env)
+        fcntl.ioctl(self.fd, termios.TIOCSWINSZ, struct.pack("HHHH", 50, 140, 0, 0))
+        self.screen = b""
+
+    def text(self) -> str:
+        return self.ESCAPES.sub(b"", self.screen).decode(errors="replace")
+
+    def wait_for(self, wanted: str, timeout: float = 60.0) -> str:
+        deadline = time.monotonic() + timeout
+        while wanted not in self.text():
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise AssertionError(f"{wanted!r} never showed:\n{self.text()[-3000:]}")
+            ready, _, _ = select.select([self.fd], [], [], left)
+            if ready:
+                try:
+                    data = os.read(self.fd, 65536)
+                except OSError:
+                    data = b""
+                if not data:
+                    raise AssertionError(f"exited before {wanted!r}:\n{self.text()[-3000:]}")
+                self.screen += data
+                if b"\x1b[6n" in data:  # where is the cursor? (a terminal answers)
+                    os.write(self.fd, b"\x1b[1;1R")
+        return self.text()
+
+    def type(self, keys: str) -> None:
+        os.write(self.fd, keys.encode())
+
+    def close(self, timeout: float = 30.0) -> None:
+        """SIGTERM (`code` passes it on to Claude Code), then SIGKILL if it lingers."""
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(self.pid, signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        while os.waitpid(self.pid, os.WNOHANG) == (0, 0):
+            if time.monotonic() > deadline:
+                os.kill(self.pid, signal.SIGKILL)
+                os.waitpid(self.pid, 0)
+                break
+            # Drain the terminal meanwhile, so the program is never blocked writing to it.
+            if select.select([self.fd], [], [], 0.1)[0]:
+                with contextlib.suppress(OSError):
+                    self.screen += os.read(self.fd, 65536)
+        os.close(self.fd)
+
+
+def test_model_picker_lists_the_configured_models(
+    code: Code, artefacts: build.Artefacts, tmp_path: Path
+) -> None:
+    """Interactive Claude Code: `/model` has a row per tier naming the model it routes to.
+    Claude Code's own first-run screens (text style, security notes, folder trust) are marked
+    done beforehand: they are not what this test is about."""
+    home, workspace = tmp_path / "home", tmp_path / "workspace"
+    workspace.mkdir(parents=True)
+    (home / ".claude-bridge").mkdir(parents=True)
+    shutil.copy(code.bridge_home / "config.toml", home / ".claude-bridge" / "config.toml")
+    state = {
+        "hasCompletedOnboarding": True,
+        "theme": "dark",
+        "projects": {str(workspace): {"hasTrustDialogAccepted": True}},
+    }
+    (home / ".claude.json").write_text(json.dumps(state), encoding="utf-8")
+    env = {
+        **code.env(),
+        "HOME": str(home),
+        "CLAUDE_BRIDGE_HOME": str(home / ".claude-bridge"),
+        "TERM": "xterm-256color",
+    }
+    command = str(Path(sys.executable).parent / "claude-bridge")
+    terminal = Terminal([command, "code", "--claude", str(artefacts.claude)], env, workspace)
+    try:
+        terminal.wait_for("shift+tab")
+        terminal.type("/model")
+        terminal.wait_for("Switch model")
+        terminal.type("\r")
+        screen = terminal.wait_for("Select model")
+        terminal.wait_for(f"{SCRIPTED} (haiku)")
+    finally:
+        terminal.close()
+    assert f"{SCRIPTED} (opus)" in terminal.text(), screen[-3000:]
