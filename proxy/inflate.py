@@ -23,9 +23,10 @@ PIECE = 16 * 1024
 MAX_RATIO = 100
 # Below this many inflated bytes the ratio is not judged: small bodies of repeated text (an
 # answer of "aaaa...", a tool writing a file of zeros) are legitimately that compressible. Past
-# it, an answer is already huge (128k tokens of text are ~0.5 MB; their stream ~25 MB, which
-# compresses 15:1 to 40:1).
-GRACE = 4 * 1024 * 1024
+# it, a JSON answer is bigger than any model writes (128k tokens of text are ~0.5 MB), and a
+# stream's events compress far less than 100:1.
+GRACE = 1024 * 1024
+_STEP = 4096  # compressed bytes inflated at a time
 _WBITS = {"gzip": zlib.MAX_WBITS | 16, "x-gzip": zlib.MAX_WBITS | 16, "deflate": zlib.MAX_WBITS}
 
 
@@ -59,11 +60,18 @@ class Inflater:
         self._out = 0
 
     def feed(self, raw: bytes) -> Iterator[bytes]:
-        self._in += len(raw)
-        return self._counted(self._through([raw], flushing=False))
+        return self._counted(self._stepped(raw))
 
     def flush(self) -> Iterator[bytes]:
         return self._counted(self._through([], flushing=True))
+
+    def _stepped(self, raw: bytes) -> Iterator[bytes]:
+        # A little input at a time, so that the ratio compares what came out with what went
+        # in (a 256 KiB piece could otherwise inflate to 25 MiB before it counted as a bomb).
+        for start in range(0, len(raw), _STEP):
+            part = raw[start : start + _STEP]
+            self._in += len(part)
+            yield from self._through([part], flushing=False)
 
     def _through(self, pieces: Iterable[bytes], *, flushing: bool) -> Iterable[bytes]:
         for layer in self._layers:

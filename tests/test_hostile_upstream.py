@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import gzip
 import json
+import random
 import zlib
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator
 from contextlib import AsyncExitStack
@@ -378,10 +379,9 @@ def test_limits_count_inflated_bytes(
     monkeypatch.setattr(upstream_module, "MAX_RESPONSE_BODY", 1024 * 1024)
     monkeypatch.setattr(pipeline_module, "MAX_EVENT_BYTES", 1024 * 1024)
     zipped = {"content-encoding": "gzip"}
-    packed = gzip.compress(json.dumps(completion("x" * (2 * 1024 * 1024))).encode())
-    endless = gzip.compress(
-        b'data: {"choices": [{"delta": {"content": "' + b"y" * (2 * 1024 * 1024)
-    )
+    text = random.Random(13).randbytes(1024 * 1024).hex()  # 2 MiB that compress like text
+    packed = gzip.compress(json.dumps(completion(text)).encode())
+    endless = gzip.compress(b'data: {"choices": [{"delta": {"content": "' + text.encode())
     upstream.reply(
         RawReply(packed, content_type="application/json", headers=zipped),
         SSEReply(pieces(endless), headers=zipped),

@@ -119,9 +119,10 @@ def test_an_upstream_error_names_its_host(
     routed_bridge: Bridge, upstream: FakeUpstream, other: FakeUpstream
 ) -> None:
     other.reply(JSONReply({"error": {"message": f"bad key {LOCAL_KEY}"}}, status=401))
-    with make_client(routed_bridge) as sdk, pytest.raises(anthropic.AuthenticationError) as caught:
+    with make_client(routed_bridge) as sdk, pytest.raises(anthropic.InternalServerError) as caught:
         sdk.messages.create(model="claude-haiku-4-5", max_tokens=8, messages=HI)
     assert LOCAL_KEY not in caught.value.message
+    assert f"upstream 127.0.0.1:{other.port} refused the API key" in caught.value.message
     assert upstream.requests == []
 
 

@@ -3,13 +3,17 @@ dataset; used to lower `max_tokens` and to put numbers in an unsized `prompt is 
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
+from pathlib import Path
 
 import anthropic
 import pytest
 from conftest import BIG_MODEL, Bridge, make_client
+from typer.testing import CliRunner
 from upstream import FakeUpstream, JSONReply, error_body
 
+from claude_bridge.cli.main import app as cli
 from claude_bridge.proxy.config import Settings
 from claude_bridge.proxy.core.catalog import Limits
 from claude_bridge.proxy.core.errors import sized_overflow
@@ -76,3 +80,25 @@ def test_an_unsized_overflow_gets_the_configured_window(
     message = caught.value.body["error"]["message"]  # type: ignore[index]
     assert message.startswith("prompt is too long: ") and message.endswith(" > 1000 maximum")
     assert int(message.split()[4]) > 1000
+
+
+def test_translate_routes_and_caps_as_serve_does(tmp_path: Path) -> None:
+    config = tmp_path / "config.toml"
+    config.write_text(
+        'openai_base_url = "http://127.0.0.1:9/v1"\nbig_model = "big"\n'
+        '[[routes]]\npattern = "*"\nthinking = true\nmodel = "reasoner"\n'
+        "[models.reasoner]\nmax_output_tokens = 4000\n",
+        encoding="utf-8",
+    )
+    body = {
+        "model": "claude-opus-4-6",
+        "max_tokens": 128000,
+        "thinking": {"type": "adaptive"},
+        "messages": [{"role": "user", "content": "Hi"}],
+    }
+    request = tmp_path / "request.json"
+    request.write_text(json.dumps(body), encoding="utf-8")
+    result = CliRunner().invoke(cli, ["translate", str(request), "--config", str(config)])
+    assert result.exit_code == 0, result.output
+    sent = json.loads(result.stdout)
+    assert (sent["model"], sent["max_tokens"]) == ("reasoner", 4000)
