@@ -30,6 +30,7 @@ import httpx
 from .background import LOOPBACK, LaunchError, Target, background_proxy
 from .config import Settings
 from .core.routing import LATEST, TIERS, gateway_id
+from .diagnose import diagnose
 from .pipeline import routed
 from .windows import Windows
 
@@ -182,10 +183,12 @@ def run(
     base: Mapping[str, str] | None = None,
     notice: Callable[[str], None] = lambda line: None,
 ) -> int:
-    """The whole of `claude-bridge code`: Claude Code's exit code. `notice` hears one line
-    saying which proxy Claude Code uses."""
+    """The whole of `claude-bridge code`: Claude Code's exit code. `notice` hears what would
+    make requests fail (`diagnose`, as `serve` says it) and which proxy Claude Code uses."""
     base = dict(os.environ if base is None else base)
     command = claude_command(claude, base)
+    for finding in diagnose(settings):
+        notice(f"warning: {finding}")
     with proxy_for(settings, log_file) as target:
         kind = "the running serve at" if target.reused else "a proxy started on"
         notice(f"claude-bridge: Claude Code goes through {kind} {target.url}")

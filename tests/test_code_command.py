@@ -140,6 +140,18 @@ def test_code_starts_a_private_proxy_runs_claude_and_stops_it(
     assert refused(url)  # stopped with Claude Code
     log = (home / "bridge-home" / "code.log").read_text(encoding="utf-8")
     assert token not in log and "listening" in log
+    assert "warning" not in result.stderr  # a configuration with nothing to fix
+
+
+@pytest.mark.usefixtures("restore_logging")
+def test_code_says_what_would_fail_before_claude_code_starts(
+    home: Path, fake_claude: Path, upstream: FakeUpstream
+) -> None:
+    upstream.reply(JSONReply(completion("ok")))
+    config = write_config(home, {"openai_base_url": upstream.base_url})  # no big_model
+    result = run_code("--claude", fake_claude, "--config", config)
+    assert result.exit_code == 0
+    assert "warning: Claude model names (opus, sonnet, haiku) would reach" in result.stderr
 
 
 @pytest.mark.usefixtures("restore_logging")

@@ -897,3 +897,7 @@ def test_serve_options_build_the_recorder_and_the_replay(
     assert built[-1].recorder is None
     missing = runner.invoke(app, ["--upstream-replay", str(tmp_path / "none.jsonl")])
     assert isinstance(missing.exception, JournalError)
+    # Each recorder opened its journal at start-up (the writability check): close them.
+    for wiring in built:
+        if wiring.recorder is not None:
+            wiring.recorder.close()

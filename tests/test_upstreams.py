@@ -157,7 +157,11 @@ def test_listeners_and_the_dashboard_see_the_upstream_name(
         ("local", "qwen3-4b"),
         ("native", "claude-opus-4-6"),
     ]
-    assert [models(e) for e in finished] == ["haiku-4-5 → local:qwen3-4b", "opus-4-6 → native"]
+    # Each names the rule that routed it (tests/test_routing.py has rules on request features).
+    assert [models(e) for e in finished] == [
+        "haiku-4-5 → local:qwen3-4b [rule 1]",
+        "opus-4-6 → native [rule 2]",
+    ]
     assert exchange_record("finish", finished[0])["upstream"] == "local"
 
 
