@@ -52,12 +52,12 @@ class PassthroughStream:
         if self._done:
             return []
         try:
-            event = untrusted.loads(data)
+            event = untrusted.event(data)
         except untrusted.TooDeep as exc:
             return self.fail(UpstreamError(f"upstream sent an event of {exc}", status=502))
-        except ValueError:
-            return []  # what the translator does with a garbled line: skip it
-        kind = event.get("type") if isinstance(event, dict) else None
+        if event is None:
+            return []
+        kind = event.get("type")
         # The type becomes the SSE `event:` line: a line break in it would forge events.
         if not isinstance(kind, str) or not _EVENT_NAME.fullmatch(kind):
             return []

@@ -336,12 +336,10 @@ class StreamTranslator:
         if data.strip() == "[DONE]":
             return self._end()
         try:
-            chunk = untrusted.loads(data)
+            chunk = untrusted.event(data)
         except untrusted.TooDeep as exc:
             return self.fail(UpstreamError(f"upstream sent a chunk of {exc}", status=502))
-        except ValueError:
-            return []  # garbage between events: skipped, as the SSE rules and OpenAI's SDK do
-        return self.feed(chunk) if isinstance(chunk, dict) else []
+        return [] if chunk is None else self.feed(chunk)
 
     def feed(self, chunk: dict[str, Any]) -> list[Event]:
         if self._done:

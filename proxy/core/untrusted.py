@@ -48,6 +48,18 @@ def loads(data: str | bytes) -> Any:
     return value
 
 
+def event(data: str) -> dict[str, Any] | None:
+    """One SSE `data` field as an object; None for anything else (garbage between events is
+    skipped, as the SSE rules and OpenAI's SDK do). `TooDeep` is raised: it ends a stream."""
+    try:
+        value = loads(data)
+    except TooDeep:
+        raise
+    except ValueError:
+        return None
+    return value if isinstance(value, dict) else None
+
+
 def _not_a_number(name: str) -> None:
     return None
 

@@ -111,12 +111,10 @@ class ResponsesStreamTranslator:
         if self._done:
             return []
         try:
-            event = untrusted.loads(data)
+            event = untrusted.event(data)
         except untrusted.TooDeep as exc:
             return self.fail(UpstreamError(f"upstream sent an event of {exc}", status=502))
-        except ValueError:
-            return []
-        return self.feed(event) if isinstance(event, dict) else []
+        return [] if event is None else self.feed(event)
 
     def feed(self, event: dict[str, Any]) -> list[Event]:
         if self._done:
