@@ -27,7 +27,7 @@ from claude_bridge.proxy.events import Exchange
 from claude_bridge.proxy.logs import failed
 
 from . import render
-from .render import Finished, ServerInfo, Spend, View
+from .render import Finished, Health, ServerInfo, Spend, View
 
 log = logging.getLogger("claude_bridge.dashboard")
 
@@ -67,8 +67,11 @@ class Dashboard:
         clock: Callable[[], float] = time.monotonic,
         wall: Callable[[], datetime] = _local_now,
         recent: int = RECENT,
+        health: Callable[[], Health] = Health,
     ) -> None:
+        """`health` says how the workers and the journal writer are doing, at each frame."""
         self.info = info
+        self._health = health
         self.console = console or Console()
         self._clock = clock
         self._wall = wall
@@ -174,6 +177,7 @@ class Dashboard:
                 cache_write_tokens=self._written,
                 spend=self._spend,
                 sessions=list(reversed(self._sessions.items())),
+                health=self._health(),
             )
 
     # -- drawing ------------------------------------------------------------------------------

@@ -20,9 +20,9 @@ class ListenError(ConfigError):
     """The address cannot be listened on: the CLI prints it as one `error:` line."""
 
 
-def bind(host: str, port: int) -> list[socket.socket]:
+def bind(host: str, port: int, *, reuse_port: bool = False) -> list[socket.socket]:
     """Listening TCP sockets for every address `host` resolves to, on `port` (0: a free port,
-    the same one on each address)."""
+    the same one on each address); `reuse_port`: in a `SO_REUSEPORT` group (`bind_group`)."""
     try:
         infos = socket.getaddrinfo(
             host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
@@ -41,6 +41,8 @@ def bind(host: str, port: int) -> list[socket.socket]:
             # As uvicorn and asyncio bind: reuse a port whose old connections linger in
             # TIME_WAIT, and keep an IPv6 socket off the IPv4 addresses.
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if reuse_port:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
             if family == socket.AF_INET6:
                 sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
             if port == 0 and len(sockets) > 1:
@@ -54,6 +56,33 @@ def bind(host: str, port: int) -> list[socket.socket]:
             sock.close()
         raise ListenError(_reason(exc, host, port)) from None
     return sockets
+
+
+def bind_group(host: str, port: int, count: int) -> list[list[socket.socket]]:
+    """`count` sets of listening sockets on the same addresses and port, one per worker of
+    `serve --workers`, with `SO_REUSEPORT`: the kernel spreads new connections over them
+    evenly (one shared accept queue lets whichever worker wakes first take a whole burst).
+    One set, shared by all, where the platform has no `SO_REUSEPORT`."""
+    # Bound once without it first: a port already taken (even by another group of
+    # `SO_REUSEPORT` sockets, which would otherwise let us join it) is the usual error.
+    first = bind(host, port)
+    if count == 1:
+        return [first]
+    if not hasattr(socket, "SO_REUSEPORT"):
+        return [first] * count
+    port = bound_port(first)
+    for sock in first:
+        sock.close()
+    groups: list[list[socket.socket]] = []
+    try:
+        for _ in range(count):
+            groups.append(bind(host, port, reuse_port=True))
+    except ListenError:
+        for group in groups:
+            for sock in group:
+                sock.close()
+        raise
+    return groups
 
 
 def bound_port(sockets: list[socket.socket]) -> int:

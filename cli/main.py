@@ -91,6 +91,12 @@ def _replay(app: typer.Typer) -> None:
     replay.register(app, guarded)
 
 
+def _doctor(app: typer.Typer) -> None:
+    from .commands import doctor
+
+    app.command("doctor")(guarded(doctor.doctor))
+
+
 @dataclass(frozen=True)
 class Lazy:
     register: Callable[[typer.Typer], None]
@@ -106,6 +112,7 @@ COMMANDS = {
     "count-tokens": Lazy(_count_tokens, "Count a request's input tokens, offline."),
     "config": Lazy(_config, "Write or show the configuration."),
     "replay": Lazy(_replay, "Browse, re-translate and re-send recorded exchanges."),
+    "doctor": Lazy(_doctor, "Check the configuration, the upstreams and Claude Code."),
 }
 
 

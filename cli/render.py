@@ -22,6 +22,7 @@ from rich.style import Style
 from rich.text import Text
 
 from claude_bridge.proxy.config import Settings
+from claude_bridge.proxy.core.dialects import AUTO
 from claude_bridge.proxy.core.routing import DEFAULT_UPSTREAM
 from claude_bridge.proxy.events import Exchange
 
@@ -97,6 +98,19 @@ class Finished:
 
 
 @dataclass(frozen=True)
+class Health:
+    """The serving processes and the journal writer, as the dashboard header says them."""
+
+    workers: int = 1
+    serving: int = 1
+    """Workers serving now."""
+    restarts: int = 0
+    """Workers started again after one died."""
+    journal_stalls: int = 0
+    """Times the journal writer's queue was full (and requests waited for it)."""
+
+
+@dataclass(frozen=True)
 class View:
     """One frame's worth of dashboard state."""
 
@@ -127,6 +141,7 @@ class View:
     """Cost and cache use of every finished request."""
     sessions: Sequence[tuple[str, Spend]] = ()
     """By client session (Claude Code's session id), the latest first."""
+    health: Health = Health()
 
 
 @dataclass(frozen=True)
@@ -163,10 +178,10 @@ class Spend:
 
 
 def upstreams_label(settings: Settings) -> str:
-    """The default upstream, its mode when it is passed through to, and the other names."""
+    """The default upstream, its mode when one is set, and the other names."""
     label = upstream_label(settings.openai_base_url)
-    if settings.mode == "anthropic":
-        label += " (anthropic)"
+    if settings.mode not in (AUTO, "openai"):
+        label += f" ({settings.mode})"
     if settings.upstreams:
         label += " + " + ", ".join(settings.upstreams)
     return label
@@ -549,6 +564,7 @@ def header(view: View) -> list[Line]:
             (uptime(view.uptime), ""),
             ("  recording ", label),
             recording,
+            *health_pieces(view.health),
         ],
         [
             ("requests ", label),
@@ -576,6 +592,19 @@ def header(view: View) -> list[Line]:
         cost_line(view),
         [(info.paste, "green")],
     ]
+
+
+def health_pieces(health: Health) -> Line:
+    """What follows the recording state: the journal writer falling behind, the workers."""
+    line: Line = []
+    if health.journal_stalls:
+        line.append((f" (writer behind: {health.journal_stalls} waits)", "bold yellow"))
+    if health.workers > 1:
+        style = "bold" if health.serving == health.workers else "bold yellow"
+        line += [("  workers ", "dim"), (f"{health.serving}/{health.workers}", style)]
+    if health.restarts:
+        line.append((f" ({health.restarts} restarted)", "yellow"))
+    return line
 
 
 def cost_line(view: View) -> Line:

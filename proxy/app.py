@@ -19,7 +19,7 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
-from . import __version__
+from . import __version__, heap
 from .config import Settings
 from .core.errors import BridgeError, InvalidRequest
 from .core.ids import new_request_id
@@ -244,6 +244,8 @@ def create_app(
     metrics = Metrics() if settings.metrics else None
     if metrics is not None:
         bus.subscribe(metrics)
+        if recorder is not None:
+            recorder.on_stall(metrics.journal_stalled)
     routes = Routes(settings, pipeline, metrics)
     models = ModelsApi(
         settings,
@@ -265,6 +267,7 @@ def create_app(
         # request would wait for that import (tens of milliseconds, most of what it cost).
         with anyio.CancelScope():
             pass
+        heap.settle()  # what start-up made stays out of every later collection (proxy/heap.py)
         try:
             yield
         finally:

@@ -71,9 +71,15 @@ class _Started(Server):
 
 
 @contextlib.contextmanager
-def background_proxy(settings: Settings, *, log_file: Path | None = None) -> Iterator[Target]:
+def background_proxy(
+    settings: Settings,
+    *,
+    log_file: Path | None = None,
+    transport: httpx.AsyncBaseTransport | None = None,
+) -> Iterator[Target]:
     """The proxy for `settings` on a free loopback port in a thread, asking for a fresh token;
-    stopped (requests in flight get `GRACE` seconds) when the block ends."""
+    stopped (requests in flight get `GRACE` seconds) when the block ends. `transport` puts the
+    upstream in this process (`doctor --claude`'s scripted one)."""
     token = secrets.token_urlsafe(32)
     settings = settings.model_copy(
         update={"host": LOOPBACK, "port": 0, "auth_token": SecretStr(token)}
@@ -89,7 +95,7 @@ def background_proxy(settings: Settings, *, log_file: Path | None = None) -> Ite
     sock.bind((LOOPBACK, 0))
     port = sock.getsockname()[1]
     settings = settings.model_copy(update={"port": port})
-    app = create_app(settings, recorder=recorder)
+    app = create_app(settings, recorder=recorder, transport=transport)
     server = _Started(
         uvicorn.Config(
             app,

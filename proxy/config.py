@@ -25,14 +25,15 @@ from pydantic import (
     ConfigDict,
     Field,
     SecretStr,
+    TypeAdapter,
     ValidationError,
     ValidationInfo,
     field_validator,
     model_validator,
 )
 
-from .core import providers
-from .core.routing import DEFAULT_UPSTREAM, Rule
+from .core import dialects, passthrough_profiles, providers
+from .core.routing import DEFAULT_UPSTREAM, Rule, parse_chain, parse_target
 
 ENV_PREFIX = "CLAUDE_BRIDGE_"
 LEGACY_ENV = {
@@ -43,19 +44,39 @@ LEGACY_ENV = {
 }
 
 
-Mode = Literal["openai", "anthropic"]
-"""How an upstream is spoken to: translated to Chat Completions, or passed through to its own
-Anthropic `/v1/messages`."""
-TOML_ONLY = ("routes", "upstreams", "prices", "models")
+Mode = str
+"""How an upstream is spoken to: a dialect's name (`core.dialects.MODES`), or `auto`."""
+TOML_ONLY = ("routes", "upstreams", "prices", "models", "web_search")
 LogLevel = Literal["debug", "info", "warning", "error"]
 MAX_SECONDS = 1_000_000.0
 """The longest timeout or interval (11.6 days, as good as none): longer ones, `inf` above all,
 overflow the event loop's and aiohttp's timers, a traceback on every request."""
 
 
+def _known_mode(value: str) -> str:
+    if value != dialects.AUTO:
+        dialects.by_name(value)  # its ValueError lists the known names
+    return value
+
+
 def _known_provider(value: str | None) -> str | None:
-    if value:
+    if value and value.strip().lower() not in passthrough_profiles.PROFILES:
         providers.by_name(value)  # its ValueError lists the known names
+    return value
+
+
+def _provider_fits_mode(provider: str | None, mode: str) -> None:
+    """Pass-through upstreams take the pass-through profiles (`kimi`, `zai`...), translated
+    ones the translation profiles; the ValueError lists the right ones."""
+    if provider and mode == "anthropic":
+        passthrough_profiles.by_name(provider)
+    elif provider:
+        providers.by_name(provider)
+
+
+def _field_paths(value: list[str] | None) -> list[str] | None:
+    for path in value or ():
+        passthrough_profiles.parse_path(path)  # its ValueError shows the syntax
     return value
 
 
@@ -150,6 +171,38 @@ class RouteRule(ModelLimits):
     min_input_tokens: int | None = Field(None, ge=0)
     images: bool | None = None
     request_class: RequestClass | None = None
+    fallbacks: list[str] = Field(default_factory=list)
+    """Targets (`upstream:model`, or a model on this rule's upstream) tried in order when the
+    rule's own fails; `model = ["a", "up:b"]` sets `model` and these at once."""
+
+
+class PoolKey(BaseModel):
+    """One key of an upstream's pool (`api_keys`): the key, or `{key, weight}`."""
+
+    model_config = ConfigDict(extra="forbid", hide_input_in_errors=True)
+    key: SecretStr
+    weight: float = Field(default=1.0, gt=0, le=MAX_SECONDS)
+    """Its share of the requests, against the pool's other healthy keys."""
+    env: str | None = None
+    """The variable it was read from (`api_keys_env`): how the dashboard names it."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _plain(cls, value: Any) -> Any:
+        return {"key": value} if isinstance(value, str) else value
+
+
+class PoolKeyEnv(BaseModel):
+    """One entry of `api_keys_env`: a variable name, or `{env, weight}`."""
+
+    model_config = ConfigDict(extra="forbid")
+    env: str = Field(min_length=1)
+    weight: float = Field(default=1.0, gt=0, le=MAX_SECONDS)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _plain(cls, value: Any) -> Any:
+        return {"env": value} if isinstance(value, str) else value
 
 
 class UpstreamSettings(BaseModel):
@@ -162,12 +215,85 @@ class UpstreamSettings(BaseModel):
     api_key_env: str | None = None
     """The environment variable (or `.env` entry) holding the key: keeps it out of the file."""
     provider: str | None = None
-    mode: Mode = "openai"
+    mode: Mode = dialects.AUTO
     azure_api_version: str | None = None
+    api_keys: list[PoolKey] = Field(default_factory=list)
+    """Several keys, used in turn (proxy/resilience/keys.py): `["sk-1", {key = "sk-2",
+    weight = 2}]`; instead of `api_key`."""
+    api_keys_env: list[PoolKeyEnv] = Field(default_factory=list)
+    """The variables holding them: `["KEY_1", {env = "KEY_2", weight = 2}]`."""
+    drop_fields: list[str] | None = None
+    """Pass-through: body fields never sent to it; unset: the top-level `drop_fields`."""
+    drop_betas: list[str] | None = None
+    """Pass-through: `anthropic-beta` values never sent; unset: the top-level `drop_betas`."""
 
     _provider = field_validator("provider")(_known_provider)
+    _mode = field_validator("mode")(_known_mode)
     _url = field_validator("base_url")(_base_url)
     _auth = field_validator("api_key")(_one_authorization)
+    _drop_fields = field_validator("drop_fields")(_field_paths)
+
+    @model_validator(mode="after")
+    def _provider_for_mode(self) -> UpstreamSettings:
+        _provider_fits_mode(self.provider, self.mode)
+        return self
+
+    def passthrough_profile(self) -> passthrough_profiles.PassthroughProfile:
+        """What a pass-through upstream is spared: its profile's rules and the drops set."""
+        return passthrough_profiles.resolve(
+            self.provider,
+            self.base_url,
+            tuple(self.drop_fields or ()),
+            tuple(self.drop_betas or ()),
+        )
+
+    @model_validator(mode="after")
+    def _one_kind_of_key(self) -> UpstreamSettings:
+        if self.api_keys and self.api_key is not None:
+            raise ValueError("set api_key (or api_key_env) or api_keys (or api_keys_env), not both")
+        if self.api_keys and _userinfo(self.base_url):
+            raise ValueError(
+                "the base URL has `user:password@` (sent as HTTP Basic auth) and api_keys are "
+                "set too; both would be the Authorization header: keep one"
+            )
+        return self
+
+    def pool(self) -> list[PoolKey]:
+        """Every key this upstream may be called with, in order (one, or none)."""
+        if self.api_keys:
+            return self.api_keys
+        return [PoolKey(key=self.api_key, env=self.api_key_env)] if self.api_key else []
+
+
+SearchBackend = Literal["searxng", "brave", "tavily", "exa", "upstream"]
+
+
+class WebSearchSettings(BaseModel):
+    """Who runs the searches of Anthropic's `web_search` server tool (`[web_search]`)."""
+
+    model_config = ConfigDict(extra="forbid", hide_input_in_errors=True)
+    backend: SearchBackend
+    """`searxng` (a SearXNG instance's JSON API at `url`), `brave`, `tavily`, `exa` (a key in
+    `api_key_env`), or `upstream`: the provider's own search (OpenRouter, OpenAI Responses)."""
+    url: str | None = None
+    """The search API to call: required for `searxng`; for the others, unset means the
+    provider's public endpoint. The only address a search ever goes to."""
+    api_key: SecretStr | None = None
+    api_key_env: str | None = None
+    max_results: int = Field(5, ge=1, le=20)
+    """Results per search given to the model and the client."""
+    timeout: float = Field(15.0, gt=0, le=MAX_SECONDS)
+    """Seconds one search may take before it is an `unavailable` result."""
+
+    _url = field_validator("url")(_base_url)
+
+    @model_validator(mode="after")
+    def _complete(self) -> WebSearchSettings:
+        if self.backend == "searxng" and not self.url:
+            raise ValueError("backend searxng needs `url`, the instance's address")
+        if self.backend in ("brave", "tavily", "exa") and not (self.api_key or self.api_key_env):
+            raise ValueError(f"backend {self.backend} needs its key: set `api_key_env`")
+        return self
 
 
 class Settings(BaseModel):
@@ -183,32 +309,50 @@ class Settings(BaseModel):
     )
     provider: str | None = Field(
         None,
-        description="Upstream's rules profile (openai, openrouter, deepseek, gemini, azure, ...); "
-        "unset: detected from the base URL.",
+        description="Upstream's rules profile (openai, openrouter, deepseek, gemini, azure, ...; "
+        "with `mode = \"anthropic\"`: deepseek, kimi, zai, minimax, openrouter, vllm, "
+        "llamacpp, ollama, strict); unset: detected from the base URL.",
     )
     azure_api_version: str | None = Field(
         None, description="`api-version` for Azure deployment URLs (unset: a recent GA version)."
     )
     big_model: str | None = Field(
-        None, description="Upstream model for opus/sonnet (and unmatched) names; unset: as asked."
+        None,
+        description="Upstream model for opus/sonnet (and unmatched) names; unset: as asked. "
+        "`upstream:model` names a declared upstream's; a list (TOML) or commas "
+        '(environment) make a fallback chain: `["openrouter:deepseek/deepseek-chat", '
+        '"groq:llama-3.3-70b"]`.',
     )
-    small_model: str | None = Field(None, description="Upstream model for haiku names.")
+    big_model_fallbacks: list[str] = Field(
+        default_factory=list,
+        description="Targets tried in order when `big_model` fails (a list `big_model` sets it).",
+    )
+    small_model: str | None = Field(
+        None, description="Upstream model for haiku names; a target or a chain, as `big_model`."
+    )
+    small_model_fallbacks: list[str] = Field(
+        default_factory=list, description="Targets tried in order when `small_model` fails."
+    )
     mode: Mode = Field(
-        "openai",
-        description="`openai`: translate to Chat Completions; `anthropic`: pass requests "
-        "through to the upstream's own `/v1/messages` (llama.cpp, vLLM, Ollama, OpenRouter...).",
+        dialects.AUTO,
+        description="`openai`: translate to Chat Completions; `responses`: translate to the "
+        "Responses API (`/v1/responses`); `anthropic`: pass requests through to the upstream's "
+        "own `/v1/messages` (llama.cpp, vLLM, Ollama, OpenRouter...); `auto`: Responses for "
+        "the OpenAI models served only there, else Chat Completions.",
     )
     upstreams: dict[str, UpstreamSettings] = Field(
         default_factory=dict,
         description="More upstreams by name: `[upstreams.NAME]` with `base_url`, `api_key_env` "
-        "(or `api_key`), `provider`, `mode`, `azure_api_version`.",
+        "(or `api_key`), `provider`, `mode`, `azure_api_version`, `drop_fields`, `drop_betas`; "
+        'a key pool as `api_keys_env = ["K1", {env = "K2", weight = 2}]` (or `api_keys`).',
     )
     routes: list[RouteRule] = Field(
         default_factory=list,
         description="Ordered `{pattern, model, upstream}` rules (globs on the client model) "
         "tried first; no `upstream`: the default one; no `model`: the client's name. A rule "
         "may also ask `thinking`, `min_input_tokens`, `images`, `request_class` (`subagent`, "
-        "`compaction`, `auxiliary`, `workflow`, `main`) of the request.",
+        "`compaction`, `auxiliary`, `workflow`, `main`) of the request. `model` may be a "
+        'fallback chain: `["qwen3", "groq:llama-3.1-8b-instant"]`.',
     )
     auth_token: SecretStr | None = Field(
         None,
@@ -306,6 +450,22 @@ class Settings(BaseModel):
     metrics: bool = Field(
         True, description="Serve Prometheus metrics at `GET /metrics` (needs `auth_token` if set)."
     )
+    workers: int | Literal["auto"] = Field(
+        1,
+        description="Processes serving the port (`serve --workers`): a number, or `auto` for one "
+        "per CPU core; one dashboard, journal files and metrics for all of them.",
+    )
+
+    @field_validator("workers")
+    @classmethod
+    def _some_workers(cls, value: int | str) -> int | str:
+        if isinstance(value, int) and value < 1:
+            raise ValueError("must be at least 1, or auto (one per CPU core)")
+        return value
+
+    def worker_count(self) -> int:
+        """How many processes `serve` runs (`workers`, with `auto` resolved)."""
+        return (os.cpu_count() or 1) if self.workers == "auto" else int(self.workers)
     models: dict[str, ModelLimits] = Field(
         default_factory=dict,
         description="By upstream model (globs as in `routes`): `[models.\"qwen3-coder\"]` with "
@@ -313,10 +473,56 @@ class Settings(BaseModel):
         "in `prompt is too long` errors and by `code` to tell Claude Code when to compact; "
         "unset: the genai-prices table's window, if it knows the model.",
     )
+    web_search: WebSearchSettings | None = Field(
+        None,
+        description="Who runs Anthropic's `web_search` tool for translated upstreams: "
+        '`[web_search]` with `backend` (`searxng` + `url`, `brave`, `tavily`, `exa` + '
+        "`api_key_env`, or `upstream`: the provider's own search), `max_results`, `timeout`. "
+        "Unset: such requests are told what to configure.",
+    )
+    drop_fields: list[str] = Field(
+        default_factory=list,
+        description="Pass-through (`mode = \"anthropic\"`): body fields never sent upstream, "
+        "on top of the provider profile's: `context_management`, `output_config.effort`, "
+        "`tools[].defer_loading` (comma-separated in the environment); an upstream's own "
+        "`drop_fields` replaces this list.",
+    )
+    drop_betas: list[str] = Field(
+        default_factory=list,
+        description="Pass-through: `anthropic-beta` values never sent upstream, names or globs "
+        "(`advanced-tool-use-*`); an upstream's own `drop_betas` replaces this list.",
+    )
 
     _provider = field_validator("provider")(_known_provider)
+    _mode = field_validator("mode")(_known_mode)
     _url = field_validator("openai_base_url")(_base_url)
     _auth = field_validator("openai_api_key")(_one_authorization)
+    _drop_fields = field_validator("drop_fields")(_field_paths)
+
+    @model_validator(mode="after")
+    def _provider_for_mode(self) -> Settings:
+        _provider_fits_mode(self.provider, self.mode)
+        return self
+
+    @model_validator(mode="before")
+    @classmethod
+    def _chains(cls, data: Any) -> Any:
+        """Chains written as lists (`big_model = ["a", "b"]`, a rule's `model`) become their
+        first target and its fallbacks, so everything that reads one model still does."""
+        if not isinstance(data, dict):
+            return data
+        data = dict(data)
+        for name in ("big_model", "small_model"):
+            first, rest = _split_chain(data.get(name))
+            if rest:
+                data[name] = first
+                data[f"{name}_fallbacks"] = [*rest, *_listed(data.get(f"{name}_fallbacks"))]
+        upstreams = data.get("upstreams")
+        names = list(upstreams) if isinstance(upstreams, dict) else []
+        routes = data.get("routes")
+        if isinstance(routes, list):
+            data["routes"] = [_chained_rule(rule, names) for rule in routes]
+        return data
 
     @model_validator(mode="after")
     def _routes_name_upstreams(self) -> Settings:
@@ -332,6 +538,9 @@ class Settings(BaseModel):
                     f"route {rule.pattern!r} names upstream {rule.upstream!r}: "
                     f"declare [upstreams.{rule.upstream}] (known: {known})"
                 )
+        for name in ("big_model", "small_model"):
+            if getattr(self, f"{name}_fallbacks") and not getattr(self, name):
+                raise ValueError(f"{name}_fallbacks: set {name}, the target they stand in for")
         return self
 
     @field_validator("log_level", mode="before")
@@ -339,7 +548,16 @@ class Settings(BaseModel):
     def _lower(cls, value: Any) -> Any:
         return value.lower() if isinstance(value, str) else value
 
-    @field_validator("record_redact", "allowed_hosts", "allowed_origins", mode="before")
+    @field_validator(
+        "record_redact",
+        "allowed_hosts",
+        "allowed_origins",
+        "big_model_fallbacks",
+        "small_model_fallbacks",
+        "drop_fields",
+        "drop_betas",
+        mode="before",
+    )
     @classmethod
     def _comma_separated(cls, value: Any) -> Any:
         if isinstance(value, str):
@@ -352,7 +570,7 @@ class Settings(BaseModel):
         running `serve` is this configuration's (`GET /` shows it). One-way, keys included, so
         a changed key is a changed configuration and the digest gives no key away."""
         data = self.model_dump(mode="json", exclude=set(_NOT_FINGERPRINTED))
-        keys = [e.api_key.get_secret_value() for e in self.endpoints().values() if e.api_key]
+        keys = [k.key.get_secret_value() for e in self.endpoints().values() for k in e.pool()]
         text = json.dumps([data, keys], sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(text.encode()).hexdigest()[:24]
 
@@ -366,9 +584,18 @@ class Settings(BaseModel):
                 r.min_input_tokens,
                 r.images,
                 r.request_class,
+                parse_chain(r.fallbacks, self.upstreams.keys(), r.upstream),
             )
             for r in self.routes
         ]
+
+    def big_chain(self) -> list[str]:
+        """`big_model` and its fallbacks, as `routing.route` takes them."""
+        return [self.big_model, *self.big_model_fallbacks] if self.big_model else []
+
+    def small_chain(self) -> list[str]:
+        """`small_model` and its fallbacks, as `routing.route` takes them."""
+        return [self.small_model, *self.small_model_fallbacks] if self.small_model else []
 
     def endpoints(self) -> dict[str, UpstreamSettings]:
         """Every upstream by name: the top-level one as `default`, then the declared ones."""
@@ -378,8 +605,20 @@ class Settings(BaseModel):
             provider=self.provider,
             mode=self.mode,
             azure_api_version=self.azure_api_version,
+            drop_fields=self.drop_fields,
+            drop_betas=self.drop_betas,
         )
-        return {DEFAULT_UPSTREAM: default, **self.upstreams}
+        # A named upstream without its own drops has the top-level ones.
+        named = {
+            name: u.model_copy(
+                update={
+                    "drop_fields": self.drop_fields if u.drop_fields is None else u.drop_fields,
+                    "drop_betas": self.drop_betas if u.drop_betas is None else u.drop_betas,
+                }
+            )
+            for name, u in self.upstreams.items()
+        }
+        return {DEFAULT_UPSTREAM: default, **named}
 
     def public(self) -> dict[str, Any]:
         """The settings with secrets masked: for `config show`, logs and the dashboard."""
@@ -390,6 +629,11 @@ class Settings(BaseModel):
         for name, upstream in self.upstreams.items():
             data["upstreams"][name]["api_key"] = _masked(upstream.api_key)
             data["upstreams"][name]["base_url"] = masked_url(upstream.base_url)
+            shown_keys = data["upstreams"][name]["api_keys"]
+            for shown, key in zip(shown_keys, upstream.api_keys, strict=True):
+                shown["key"] = _masked(key.key)
+        if self.web_search is not None:
+            data["web_search"]["api_key"] = _masked(self.web_search.api_key)
         return data
 
     def secrets(self) -> list[str]:
@@ -397,14 +641,15 @@ class Settings(BaseModel):
         client token, the passwords in base URLs. What logs and journals scrub."""
         found: list[str] = []
         for endpoint in self.endpoints().values():
-            if endpoint.api_key is not None:
-                found.append(endpoint.api_key.get_secret_value())
+            found += [key.key.get_secret_value() for key in endpoint.pool()]
             password = url_password(endpoint.base_url)
             if password:
                 # As written in the URL, and as sent (percent-decoded), when they differ.
                 found += [password, urlsplit(endpoint.base_url).password or ""]
         if self.auth_token is not None:
             found.append(self.auth_token.get_secret_value())
+        if self.web_search is not None and self.web_search.api_key is not None:
+            found.append(self.web_search.api_key.get_secret_value())
         return [secret for secret in dict.fromkeys(found) if secret]
 
 
@@ -421,7 +666,42 @@ _NOT_FINGERPRINTED = (
     "record_full",
     "record_redact",
     "metrics",
+    "workers",
 )
+
+
+def _listed(value: Any) -> list[Any]:
+    """A list setting's value as a list: commas split a string (the environment's form)."""
+    if isinstance(value, str):
+        return [part.strip() for part in value.split(",") if part.strip()]
+    return list(value) if isinstance(value, list) else []
+
+
+def _split_chain(value: Any) -> tuple[Any, list[Any]]:
+    """A target setting written as a chain -> (its first target, the others); else as is."""
+    chain = _listed(value) if isinstance(value, (str, list)) else []
+    return (chain[0], chain[1:]) if len(chain) > 1 else (value, [])
+
+
+def _chained_rule(rule: Any, upstreams: list[str]) -> Any:
+    """A `[[routes]]` rule whose `model` is a chain, or names `upstream:model`: the rule's
+    own `model` and `upstream` become the first target's, its `fallbacks` the others', each
+    written out whole (they were relative to the rule's upstream)."""
+    if not isinstance(rule, dict) or not isinstance(rule.get("model"), (str, list)):
+        return rule
+    chain = [rule["model"]] if isinstance(rule["model"], str) else rule["model"]
+    home = rule.get("upstream", DEFAULT_UPSTREAM)
+    written = _listed(rule.get("fallbacks"))
+    texts = [*chain, *written]
+    if not chain or not isinstance(home, str) or not all(isinstance(t, str) and t for t in texts):
+        return rule  # validation names what is wrong
+    first, *rest = (parse_target(text, upstreams, home) for text in texts)
+    return {
+        **rule,
+        "model": first.model,
+        "upstream": first.upstream,
+        "fallbacks": [str(target) for target in rest],
+    }
 
 
 def _masked(secret: SecretStr | None) -> str | None:
@@ -497,21 +777,51 @@ def _resolve_key_envs(
     """Named upstreams' `api_key_env` read into their `api_key`, before validation, so the
     key is validated (and refused next to a URL password) like one written in the file.
     Not `required`: a variable that is not set leaves the key unset."""
+    search = merged.get("web_search")
+    if isinstance(search, dict):
+        merged["web_search"] = _with_key(search, lookup, "web_search", required)
     upstreams = merged.get("upstreams")
     if not isinstance(upstreams, dict):
         return
     resolved = dict(upstreams)
     for name, upstream in upstreams.items():
-        if not isinstance(upstream, dict) or upstream.get("api_key") is not None:
-            continue
-        variable = upstream.get("api_key_env")
-        if isinstance(variable, str) and variable:
-            if not lookup.get(variable):
-                if not required:
-                    continue
-                raise ConfigError(f"setting upstreams.{name}.api_key_env: {variable} is not set")
-            resolved[name] = {**upstream, "api_key": lookup[variable]}
+        if isinstance(upstream, dict):
+            resolved[name] = _with_key(upstream, lookup, f"upstreams.{name}", required)
+            if upstream.get("api_keys_env") and not upstream.get("api_keys"):
+                resolved[name] = _with_pool(resolved[name], lookup, f"upstreams.{name}", required)
     merged["upstreams"] = resolved
+
+
+def _with_key(
+    table: dict[str, Any], lookup: Mapping[str, str], where: str, required: bool
+) -> dict[str, Any]:
+    """`table` with the key its `api_key_env` names, if it has no `api_key` of its own."""
+    variable = table.get("api_key_env")
+    if table.get("api_key") is not None or not isinstance(variable, str) or not variable:
+        return table
+    if not lookup.get(variable):
+        if not required:
+            return table
+        raise ConfigError(f"setting {where}.api_key_env: {variable} is not set")
+    return {**table, "api_key": lookup[variable]}
+
+
+def _with_pool(
+    table: dict[str, Any], lookup: Mapping[str, str], where: str, required: bool
+) -> dict[str, Any]:
+    """`table` with the keys its `api_keys_env` names read into `api_keys`, as `_with_key`
+    reads `api_key_env` (weights and variable names kept)."""
+    try:
+        entries = TypeAdapter(list[PoolKeyEnv]).validate_python(table["api_keys_env"])
+    except ValidationError:
+        return table  # validation names what is wrong
+    keys = []
+    for entry in entries:
+        if lookup.get(entry.env):
+            keys.append({"key": lookup[entry.env], "weight": entry.weight, "env": entry.env})
+        elif required:
+            raise ConfigError(f"setting {where}.api_keys_env: {entry.env} is not set")
+    return {**table, "api_keys": keys}
 
 
 def _unknown(loc: list[str]) -> str:
@@ -523,6 +833,8 @@ def _unknown(loc: list[str]) -> str:
         model = RouteRule
     elif len(loc) == 3 and loc[0] == "models":
         model = ModelLimits
+    elif len(loc) == 2 and loc[0] == "web_search":
+        model = WebSearchSettings
     close = difflib.get_close_matches(loc[-1], list(model.model_fields) if model else [], n=1)
     return "no such setting" + (f"; did you mean {close[0]!r}?" if close else "")
 
@@ -597,7 +909,11 @@ def config_template(settings: Settings) -> str:
     environment, `.env` or an existing file), which are written. Secrets never are."""
     data = settings.model_dump(
         mode="json",
-        exclude={"upstreams": {"__all__": {"api_key"}}, **dict.fromkeys(_NEVER_WRITTEN, True)},
+        exclude={
+            "upstreams": {"__all__": {"api_key", "api_keys"}},
+            "web_search": {"api_key"},
+            **dict.fromkeys(_NEVER_WRITTEN, True),
+        },
     )
     data["openai_base_url"] = without_credentials(settings.openai_base_url)
     lines = [
@@ -630,6 +946,7 @@ def config_template(settings: Settings) -> str:
     # TOML has no null: what is unset is left out.
     entries = [*tables.get("upstreams", {}).values(), *tables.get("prices", {}).values()]
     entries += [*tables.get("models", {}).values(), *tables.get("routes", [])]
+    entries += [tables["web_search"]] if "web_search" in tables else []
     for entry in entries:
         for unset in [k for k, v in entry.items() if v is None]:
             del entry[unset]

@@ -8,8 +8,8 @@ or go where the user did not mean:
   none);
 - a base URL without the path its provider serves the API under (the profiles' `base_paths` in
   `core/providers.py`: `/v1`, OpenRouter's `/api/v1`...), or ending in the endpoint that
-  claude-bridge adds itself (`/chat/completions`, `/messages`); one without a scheme is refused
-  when the settings load;
+  claude-bridge adds itself (each dialect's: `/chat/completions`, `/responses`, `/messages`);
+  one without a scheme is refused when the settings load;
 - Claude model names that would reach an upstream unchanged (no big or small model, no rule).
 """
 
@@ -20,13 +20,12 @@ from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 from .config import LEGACY_ENV, Settings, UpstreamSettings
-from .core import providers
+from .core import dialects, providers
 from .core.routing import DEFAULT_UPSTREAM, matching_rule, route
 
 # What Claude Code asks for, one name per family (BIG_MODEL and SMALL_MODEL map by family).
 CLAUDE_FAMILIES = ("opus", "sonnet", "haiku")
 _LOCAL_SUFFIXES = (".localhost", ".local", ".lan", ".internal", ".home.arpa")
-_ENDPOINTS = {"openai": "/chat/completions", "anthropic": "/messages"}
 
 
 @dataclass(frozen=True)
@@ -85,16 +84,17 @@ def _url_findings(name: str, endpoint: UpstreamSettings) -> list[Finding]:
     path = parts.path.rstrip("/")
     # Never the URL's `user:password@`: these lines are printed.
     origin = f"{parts.scheme}://{parts.netloc.rpartition('@')[2]}"
-    endpoint_path = _ENDPOINTS[endpoint.mode]
-    if path.endswith(endpoint_path):
-        return [
-            Finding(
-                f"{_label(name)}'s base URL ends in {endpoint_path}, which claude-bridge adds "
-                "itself",
-                f"set {setting} to {origin}{path.removesuffix(endpoint_path)}",
-            )
-        ]
-    if endpoint.mode != "openai":
+    spoken = dialects.candidates(endpoint.mode)
+    for dialect in spoken:
+        if path.endswith(dialect.path):
+            return [
+                Finding(
+                    f"{_label(name)}'s base URL ends in {dialect.path}, which claude-bridge "
+                    "adds itself",
+                    f"set {setting} to {origin}{path.removesuffix(dialect.path)}",
+                )
+            ]
+    if not all(d.under_base_path for d in spoken):
         return []  # pass-through finds `/v1/messages` under any base URL
     profile = providers.resolve(endpoint.provider, url, "")
     if profile.base_paths and not path.endswith(profile.base_paths):
@@ -109,7 +109,7 @@ def _url_findings(name: str, endpoint: UpstreamSettings) -> list[Finding]:
 
 
 def _key_findings(name: str, endpoint: UpstreamSettings) -> list[Finding]:
-    if endpoint.api_key is not None and endpoint.api_key.get_secret_value():
+    if any(key.key.get_secret_value() for key in endpoint.pool()):
         return []
     if urlsplit(endpoint.base_url).password:
         return []  # `user:password@` goes as HTTP Basic auth, instead of a key

@@ -154,9 +154,22 @@ class Drain:
 class Server(uvicorn.Server):
     """uvicorn's server, which starts the app's drain when it begins to shut down."""
 
-    def __init__(self, config: uvicorn.Config, drain: Drain) -> None:
+    def __init__(
+        self,
+        config: uvicorn.Config,
+        drain: Drain,
+        on_started: Callable[[], None] | None = None,
+    ) -> None:
+        """`on_started` is called once the server listens (`serve --workers` tells the
+        parent)."""
         super().__init__(config)
         self.drain = drain
+        self._on_started = on_started
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets=sockets)
+        if self.started and self._on_started is not None:
+            self._on_started()
 
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
         self.drain.begin(self.config.timeout_graceful_shutdown, len(self.server_state.tasks))

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from .journal.trace import Trace
     from .pricing import Cost
+    from .resilience.failover import Attempt
 
 log = logging.getLogger("claude_bridge.events")
 
@@ -50,6 +51,10 @@ class Exchange:
     """What chose the upstream and model: a rule, a tier, a gateway id (`routing.Route.why`)."""
     pings: int = 0
     """`ping` events sent while the upstream was silent."""
+    searches: int = 0
+    """Web searches the proxy ran for the `web_search` tool (`websearch.loop`)."""
+    search_failures: int = 0
+    """Of those, the ones that became an error result (backend down, rate-limited, ...)."""
     stop_reason: str | None = None
     error_type: str | None = None
     error: str | None = None
@@ -60,6 +65,10 @@ class Exchange:
     cancelled: bool = False
     """The client left before the answer ended (a stream it closed): the token counts are
     what had streamed by then."""
+    attempts: list[Attempt] = field(default_factory=list)
+    """Each target (and key) tried, in order, when the route is a fallback chain or its
+    upstream has several keys (`resilience.failover`); `upstream` and `upstream_model` are
+    then the target that answered."""
     # Set by the journal's recorder on "start" when recording is on; the pipeline tells it
     # what it sees (one `is not None` check each when off).
     trace: Trace | None = field(default=None, repr=False, compare=False)

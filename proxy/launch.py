@@ -31,7 +31,7 @@ from .background import LOOPBACK, LaunchError, Target, background_proxy
 from .config import Settings
 from .core.routing import LATEST, TIERS, gateway_id
 from .diagnose import diagnose
-from .pipeline import routed
+from .plan import routed
 from .windows import Windows
 
 PROBE_TIMEOUT = 1.0

@@ -5,16 +5,19 @@ Each app has its own `CollectorRegistry` (not prometheus-client's global one), s
 several apps in one process never mix their counts. Per request the listener costs a few dict
 look-ups and counter updates: the labelled children are kept per (upstream, model).
 
-Counts are per process. With several workers each would count only its own requests: that
-needs prometheus-client's multiprocess mode once `serve --workers` exists.
+With several workers (`serve --workers`, proxy/workers.py) each worker counts its own
+requests in prometheus-client's multiprocess mode (`PROMETHEUS_MULTIPROC_DIR`, set before the
+workers start): a scrape, whichever worker answers it, adds up the files of all of them.
 """
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.exposition import choose_encoder
+from prometheus_client.multiprocess import MultiProcessCollector
 
 from .events import Exchange
 from .logs import failed
@@ -93,7 +96,10 @@ class Metrics:
             ("upstream", "type"),
         )  # fmt: skip
         self._in_flight = Gauge(
-            PREFIX + "requests_in_flight", "Messages requests being served.", registry=self.registry
+            PREFIX + "requests_in_flight",
+            "Messages requests being served.",
+            registry=self.registry,
+            multiprocess_mode="livesum",  # the workers alive now, added up
         )
         self._pings = counter(
             "stream_pings", "`ping` events sent while an upstream was silent (counted when the "
@@ -102,6 +108,17 @@ class Metrics:
         )  # fmt: skip
         self._count_tokens = counter(
             "count_tokens_requests", "count_tokens requests, by HTTP status.", ("status",)
+        )
+        self._journal_waits = Counter(
+            PREFIX + "journal_queue_full",
+            "Times a finished exchange found the journal writer's queue full, and the proxy "
+            "waited for room (nothing is dropped).",
+            registry=self.registry,
+        )
+        self._journal_waited = Counter(
+            PREFIX + "journal_wait_seconds",
+            "Seconds the proxy waited for room in the journal writer's queue.",
+            registry=self.registry,
         )
         self._series: dict[tuple[str, str], _Series] = {}
         self._models: set[str] = set()
@@ -191,8 +208,18 @@ class Metrics:
     def count_tokens(self, status: int) -> None:
         self._count_tokens.labels(str(status)).inc()
 
+    def journal_stalled(self, waited: float) -> None:
+        """The journal writer's queue was full for `waited` seconds (`Recorder.on_stall`)."""
+        self._journal_waits.inc()
+        self._journal_waited.inc(waited)
+
     def exposition(self, accept: str | None = None) -> tuple[bytes, str]:
         """The metrics in the format `accept` asks for (Prometheus text by default), and its
-        content type."""
+        content type: of every worker in multiprocess mode, else of this app."""
         encoder, content_type = choose_encoder(accept or "")
+        directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+        if directory:
+            workers = CollectorRegistry()
+            MultiProcessCollector(workers, directory)  # type: ignore[no-untyped-call]
+            return encoder(workers), content_type
         return encoder(self.registry), content_type

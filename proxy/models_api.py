@@ -20,7 +20,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from .config import Settings
-from .core import catalog, providers
+from .core import catalog, dialects, providers
 from .core.errors import BridgeError, NotFound
 from .core.ids import new_request_id
 from .core.routing import DEFAULT_UPSTREAM
@@ -109,7 +109,10 @@ class ModelsApi:
 
     async def _fetch(self) -> None:
         named = list(self._upstreams.named.values())
-        found = await asyncio.gather(*(u.model_ids() for u in named))
+        # Every dialect of an upstream lists its models alike: the first one's listing.
+        listings = [dialects.candidates(u.mode)[0].listing(u.endpoint) for u in named]
+        calls = (u.model_ids(w) for u, w in zip(named, listings, strict=True))
+        found = await asyncio.gather(*calls)
         listed = {u.name: ids for u, ids in zip(named, found, strict=True) if ids}
         self._listed_at = self._clock()
         if listed != self._listed:

@@ -1,6 +1,8 @@
-"""One exchange: validate, route, translate, call the upstream, translate back; publish events.
+"""One exchange: plan it, call the upstream, translate back; publish events.
 
-The routes stay thin: they hand raw bytes in and get a dict or a byte stream out.
+The routes stay thin: they hand raw bytes in and get a dict or a byte stream out. What is sent
+and how the answer reads is the plan's (`plan.py`, in the upstream's dialect); the upstream
+attempt is `Pipeline.complete` or `Pipeline.open_stream`.
 """
 
 from __future__ import annotations
@@ -15,36 +17,27 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 import anyio
-from pydantic import ValidationError
 
 from . import logs
-from .config import Settings, UpstreamSettings
-from .core import providers
-from .core.catalog import Limits
-from .core.context import ReplyContext
+from .config import Settings
+from .core.endpoint import Address
 from .core.errors import BridgeError, UpstreamError, sized_overflow
-from .core.features import PLAIN, Features, request_features
-from .core.ids import new_message_id
-from .core.nulls import NullRemovingSource
-from .core.passthrough import PassthroughStream, forward_body, message_from_upstream
-from .core.request import OpenAIRequest, RequestOptions, translate_request
-from .core.response import translate_response
-from .core.routing import Route, route
 from .core.session import agent_id, session_id
+from .core.source import EventSource
 from .core.sse import SSEDecoder, SSEEvent, encode_event
-from .core.stream import EventSource, StreamTranslator
 from .core.tokens import Encoder, count_request_tokens
 from .core.usage import reasoning_tokens, reported_cost
-from .core.validation import describe, parse_body, parse_object, validate
+from .core.validation import parse_body
+from .core.wire import dumps
 from .drain import Drain
 from .events import Bus, Exchange, delta_chars
-from .models.anthropic import CountTokensRequest, MessagesRequest
-from .models.openai import ChatCompletion
+from .models.anthropic import CountTokensRequest
 from .offload import Offload, worth_offloading
+from .plan import Plan, event_source, offloaded_plan, plan, reply_message, upstream_usage
 from .pricing import Pricing
 from .tokenizer import count_text
-from .upstream import Upstream, Upstreams, _dumps
-from .windows import Windows, configured
+from .upstream import Call, Upstream, Upstreams
+from .windows import Windows
 
 log = logging.getLogger("claude_bridge.pipeline")
 
@@ -67,109 +60,6 @@ BATCH_BYTES = 16 * 1024
 MAX_EVENT_BYTES = 16 * 1024 * 1024
 
 
-def rough_tokens(text: str) -> int:
-    """Four characters a token: free, and close enough for `message_start`'s estimate."""
-    return len(text) // 4 + 1
-
-
-def routed(settings: Settings, client_model: str, features: Features = PLAIN) -> Route:
-    """Which upstream and model a request for `client_model` (holding `features`) goes to.
-    `serve` and `translate` both ask here, so the offline translation is the served one."""
-    return route(
-        client_model,
-        big_model=settings.big_model,
-        small_model=settings.small_model,
-        rules=settings.rules(),
-        upstreams=settings.upstreams.keys(),
-        features=features,
-    )
-
-
-def request_options(
-    settings: Settings, endpoint: UpstreamSettings, model: str, limits: Limits | None = None
-) -> RequestOptions:
-    """How a request for `model` goes to an OpenAI-mode `endpoint`: its provider's rules and
-    the switches; `max_tokens` lowered to the model's configured output limit (`limits`)."""
-    return RequestOptions(
-        model=model,
-        profile=providers.resolve(endpoint.provider, endpoint.base_url, model),
-        stream_usage=settings.stream_usage,
-        reasoning_effort=settings.reasoning_effort,
-        max_tokens_cap=settings.max_tokens_cap or (limits.max_output_tokens if limits else None),
-    )
-
-
-@dataclass(frozen=True)
-class Ready:
-    """A client's Messages body made ready for its upstream. Picklable: a worker process
-    makes it for the biggest bodies (`offloaded_body`)."""
-
-    model: str
-    """The model the client asked for."""
-    stream: bool
-    upstream: str
-    upstream_model: str
-    session_id: str | None
-    body: dict[str, Any] | bytes
-    """What goes upstream: the translated request, or the client's with the routed model;
-    serialized already when a worker made it (a dict would cost as much to unpickle)."""
-    ctx: ReplyContext | None
-    options: RequestOptions | None
-    dropped: list[str]
-    """What could not be expressed upstream."""
-    routed_by: str = ""
-    """What chose the upstream and model (`routing.Route.why`)."""
-
-
-def translate_body(
-    raw: bytes,
-    settings: Settings,
-    endpoints: Mapping[str, UpstreamSettings],
-    client_headers: Mapping[str, str],
-) -> Ready:
-    """Parse, validate, route and translate a Messages body: everything `prepare` does that
-    needs no I/O, so that it can run in a worker process."""
-    data = parse_object(raw)
-    session = session_id(client_headers, data)
-    request = validate(data, MessagesRequest)
-    to = routed(settings, request.model, request_features(request, len(raw), client_headers))
-    endpoint = endpoints[to.upstream]
-    if endpoint.mode == "anthropic":
-        body, ctx, options, dropped = forward_body(data, to.model), None, None, []
-    else:
-        options = request_options(
-            settings, endpoint, to.model, configured(settings, to.upstream, to.model)
-        )
-        translated = translate_request(request, options)
-        body, dropped = translated.body, translated.dropped
-        ctx = reply_context(request, translated, new_message_id())
-    return Ready(
-        request.model,
-        request.stream,
-        to.upstream,
-        to.model,
-        session,
-        body,
-        ctx,
-        options,
-        dropped,
-        to.why,
-    )
-
-
-def offloaded_body(
-    raw: bytes,
-    settings: Settings,
-    endpoints: Mapping[str, UpstreamSettings],
-    client_headers: Mapping[str, str],
-) -> tuple[bytes, Ready]:
-    """`translate_body` as a worker process runs it: the upstream body serialized there too,
-    and sent back on its own (`offload.Job`)."""
-    ready = translate_body(raw, settings, endpoints, client_headers)
-    assert isinstance(ready.body, dict)
-    return _dumps(ready.body), replace(ready, body=b"")
-
-
 def offloaded_count(raw: bytes) -> tuple[bytes, int]:
     """`count_tokens` as a worker process runs it, with the tokenizer `serve` uses."""
     return b"", count_request_tokens(parse_body(raw, CountTokensRequest), count_text)
@@ -177,13 +67,13 @@ def offloaded_count(raw: bytes) -> tuple[bytes, int]:
 
 @dataclass
 class Prepared:
+    """An exchange ready for its upstream attempt."""
+
     stream: bool
     upstream: Upstream
-    body: dict[str, Any] | bytes
-    """What goes upstream (`Ready.body`)."""
-    headers: dict[str, str]
-    ctx: ReplyContext | None
-    """For translating the reply; None when the upstream's reply is passed through."""
+    plan: Plan
+    call: Call
+    """What is sent, where (`Pipeline.call`)."""
 
 
 class Pipeline:
@@ -207,6 +97,7 @@ class Pipeline:
         self.windows = Windows(settings)
         self.offload = Offload()
         self._endpoints = {name: u.config for name, u in upstreams.named.items()}
+        self._addresses: dict[tuple[str, str], Address] = {}
 
     def begin(self, exchange: Exchange) -> None:
         exchange.started = self.clock()
@@ -232,12 +123,12 @@ class Pipeline:
         exchange.agent_id = agent_id(headers)
         try:
             if not worth_offloading(raw):
-                ready = translate_body(raw, self.settings, self._endpoints, headers)
+                ready = plan(raw, self.settings, self._endpoints, headers)
             else:
                 # Seconds of CPU for the biggest bodies: in a worker process, so that every
                 # other stream keeps its chunks and pings meanwhile (proxy/offload.py).
                 body, ready = await self.offload.run(
-                    offloaded_body, raw, self.settings, self._endpoints, dict(headers)
+                    offloaded_plan, raw, self.settings, self._endpoints, dict(headers)
                 )
                 ready = replace(ready, body=body)
         except BridgeError:
@@ -264,20 +155,33 @@ class Pipeline:
         )
         self.bus.publish("routed", exchange)
         if exchange.trace is not None:
-            exchange.trace.prepared(upstream.name, upstream.mode, ready.options, ready.ctx)
-        return Prepared(
-            ready.stream, upstream, ready.body, upstream.request_headers(headers), ready.ctx
-        )
+            exchange.trace.prepared(ready)
+        return Prepared(ready.stream, upstream, ready, self.call(ready, headers))
+
+    def call(self, ready: Plan, client_headers: Mapping[str, str]) -> Call:
+        """The upstream request a plan makes: its dialect's URL and headers for the planned
+        upstream (made once per upstream and dialect), the body, the dialect's error map."""
+        upstream = self.upstreams[ready.upstream]
+        dialect = ready.speaker
+        key = (upstream.name, dialect.name)
+        address = self._addresses.get(key)
+        if address is None:
+            own = dialect.address(upstream.endpoint)
+            address = self._addresses[key] = Address(own.url, upstream.headers(own.headers))
+        headers = address.headers
+        forwarded = dialect.forwarded(client_headers, ready.options)
+        if forwarded:
+            headers = {**headers, **forwarded}
+        return Call(address.url, headers, ready.body, dialect.error)
 
     async def complete(self, prepared: Prepared, exchange: Exchange) -> dict[str, Any]:
         async with self.drain.guard():
             with self._sized(prepared, exchange):
-                data = await prepared.upstream.complete(prepared.body, prepared.headers)
+                data = await prepared.upstream.complete(prepared.call)
         exchange.first_byte = self.clock()
-        message = reply_message(data, prepared.ctx)
+        message = reply_message(data, prepared.plan)
         _account(exchange, message.get("usage"), message.get("stop_reason"))
-        if isinstance(data, dict):
-            _account_upstream(exchange, data.get("usage"))
+        _account_upstream(exchange, upstream_usage(data, prepared.plan))
         if exchange.trace is not None:
             exchange.trace.client_message(message)
         return message
@@ -292,8 +196,8 @@ class Pipeline:
             if error.message.startswith("prompt is too long"):
                 limits = self.windows.of(exchange.upstream, exchange.upstream_model)
                 if limits.context_window:
-                    body = prepared.body
-                    size = len(body) if isinstance(body, bytes) else len(_dumps(body))
+                    body = prepared.call.body
+                    size = len(body) if isinstance(body, bytes) else len(dumps(body))
                     error.message = sized_overflow(
                         error.message, limits.context_window, size // 4 + 1
                     )
@@ -306,10 +210,8 @@ class Pipeline:
         stack = AsyncExitStack()
         async with self.drain.guard():
             with self._sized(prepared, exchange):
-                response = await stack.enter_async_context(
-                    upstream.stream(prepared.body, prepared.headers)
-                )
-        source = event_source(prepared.ctx)
+                response = await stack.enter_async_context(upstream.stream(prepared.call))
+        source = event_source(prepared.plan)
         relay = self._relay(stack, upstream, upstream.chunks(response), source, exchange)
         if exchange.trace is not None:
             return exchange.trace.tap_client(relay)
@@ -470,57 +372,6 @@ class Pipeline:
 
     async def aclose(self) -> None:
         await self.offload.aclose()
-
-
-def reply_context(
-    request: MessagesRequest, translated: OpenAIRequest, message_id: str
-) -> ReplyContext:
-    """What translating the reply to `request` needs; `replay diff` passes the recorded id."""
-    return ReplyContext(
-        model=request.model,
-        message_id=message_id,
-        tool_names=translated.tool_names,
-        stop_sequences=tuple(request.stop_sequences or ()),
-        input_estimate=count_request_tokens(request, rough_tokens),
-        added_nulls=translated.added_nulls,
-    )
-
-
-def reply_message(data: Any, ctx: ReplyContext | None) -> dict[str, Any]:
-    """An upstream JSON answer -> the client's message: translated with `ctx`, or as is when
-    the exchange is passed through (no `ctx`)."""
-    if ctx is None:
-        return message_from_upstream(data)
-    return message_from_completion(data, ctx)
-
-
-def event_source(ctx: ReplyContext | None) -> EventSource:
-    """What turns the upstream's stream into the client's: translated, or passed through."""
-    if ctx is None:
-        return PassthroughStream()
-    if ctx.added_nulls:  # strict schemas made optional properties nullable: take those out
-        return NullRemovingSource(StreamTranslator(ctx), ctx.added_nulls)
-    return StreamTranslator(ctx)
-
-
-def message_from_completion(data: Any, ctx: ReplyContext) -> dict[str, Any]:
-    """An upstream JSON answer -> the Anthropic message; `replay diff` re-runs it offline."""
-    try:
-        completion = ChatCompletion.model_validate(data)
-    except ValidationError as exc:
-        raise UpstreamError(
-            f"upstream answer is not a chat completion: {describe(exc)}", status=502
-        ) from None
-    text = sum(len(c.message.content or "") for c in completion.choices if c.message)
-    try:
-        return translate_response(completion, ctx, output_estimate=text // 4)
-    except BridgeError:
-        raise
-    except Exception as exc:  # whatever the upstream sent, the client gets an Anthropic answer
-        log.exception("translating the upstream answer failed")
-        raise UpstreamError(
-            f"upstream answer could not be translated ({type(exc).__name__})", status=502
-        ) from None
 
 
 def _observe(exchange: Exchange, event: dict[str, Any], upstream: Upstream) -> BridgeError | None:

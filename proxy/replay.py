@@ -1,9 +1,9 @@
 """The three replays of recorded exchanges (mitmproxy's client and server playback, plus one).
 
 * `diff_record`: offline. The recorded client request and the recorded upstream answer go
-  through the *current* translation core (the functions `serve` runs) with the recorded
-  routing, options and message id; what would now differ in the upstream request or in the
-  client's reply is returned as unified diffs. No network, no key.
+  through the *current* translation core (the plan `serve` makes, `plan.build`) with the
+  recorded routing, dialect, options and message id; what would now differ in the upstream
+  request or in the client's reply is returned as unified diffs. No network, no key.
 * `send_records`: re-send recorded client requests to a claude-bridge (in process or running)
   with `x-claude-bridge-replayed-from`, so the new exchanges are recorded as replays.
 * `ReplayTransport`: the upstream seam answered from a recording, matched by a canonical hash
@@ -25,14 +25,12 @@ from typing import Any, Literal
 
 import httpx
 
-from .core import providers
-from .core.context import ReplyContext
-from .core.errors import BridgeError, from_upstream_response
-from .core.passthrough import forward_body
-from .core.request import RequestOptions, translate_request
+from .core import dialects, providers
+from .core.errors import BridgeError, InvalidRequest
+from .core.request import RequestOptions
+from .core.routing import DEFAULT_UPSTREAM, Route
 from .core.sse import SSEDecoder
 from .core.stream import run_sse
-from .core.validation import parse_object, validate
 from .journal.records import (
     REPLAYED_FROM_HEADER,
     SECRET_HEADERS,
@@ -42,7 +40,7 @@ from .journal.records import (
     elide_base64,
 )
 from .models.anthropic import MessagesRequest
-from .pipeline import event_source, reply_context, reply_message
+from .plan import Plan, build, event_source, read, reply_message
 
 log = logging.getLogger("claude_bridge.replay")
 
@@ -130,49 +128,43 @@ def _options(record: Record, request: MessagesRequest) -> RequestOptions:
     return RequestOptions(**{k: v for k, v in recorded.items() if k in known})
 
 
-@dataclass
-class Rerun:
-    body: dict[str, Any]
-    """The upstream request as it would go now."""
-    ctx: ReplyContext | None
-    """For translating the reply; None for a passed-through exchange."""
-
-
-def rerun_request(record: Record) -> Rerun | BridgeError:
-    """The recorded client body through today's validation and `translate_request` (or,
-    passed through, with the recorded model)."""
+def rerun_request(record: Record) -> Plan | BridgeError:
+    """The recorded client body planned today, with the recorded choices: its upstream,
+    model, dialect (`routing.mode`), options and message id."""
     raw = body_bytes(record.client.body, record.client.body_text)
+    routing = record.routing
     try:
-        data = parse_object(raw)
-        request = validate(data, MessagesRequest, payloads_elided=record.elided > 0)
-        if record.routing.mode == "anthropic":
-            return Rerun(forward_body(data, record.routing.upstream_model or request.model), None)
-        translated = translate_request(request, _options(record, request))
+        dialect = dialects.by_name(routing.mode)
+    except ValueError as exc:  # a newer claude-bridge's dialect
+        return InvalidRequest(f"recorded {exc}")
+    try:
+        asked = read(raw, {}, payloads_elided=record.elided > 0)
+        model = routing.upstream_model or asked.request.model
+        to = Route(routing.upstream or DEFAULT_UPSTREAM, model, routing.routed_by or "")
+        message_id = _recorded_message_id(record) or "msg_replay"  # so the outputs compare
+        return build(asked, to, dialect, _options(record, asked.request), message_id)
     except BridgeError as error:
         return error
-    message_id = _recorded_message_id(record) or "msg_replay"  # so the outputs compare
-    return Rerun(translated.body, reply_context(request, translated, message_id))
 
 
-def rerun_reply(record: Record, ctx: ReplyContext | None) -> Any:
+def rerun_reply(record: Record, plan: Plan) -> Any:
     """What the client would now get for the recorded upstream answer: a JSON body, or the
     list of stream events. None when the recording cannot tell (no upstream answer)."""
     upstream = record.upstream
     assert upstream is not None and upstream.response is not None
     response = upstream.response
     if response.status >= 300:
-        raw = body_bytes(response.body, response.body_text)
+        text = body_bytes(response.body, response.body_text).decode("utf-8", "replace")
         host = providers.host_of(upstream.request.url)
-        return from_upstream_response(response.status, raw, response.headers, host).body(
-            record.request_id
-        )
+        error = plan.speaker.error(response.status, text, response.headers, host)
+        return error.body(record.request_id)
     if response.chunks is not None:
         chunks = decoded_chunks(response.headers, [chunk_data(c) for c in response.chunks])
         # Like the pipeline's relay when the upstream broke: what the chunks gave, then `fail`.
         broken = upstream.error is not None and not upstream.complete
-        return run_sse(event_source(ctx), chunks, _recorded_error(record) if broken else None)
+        return run_sse(event_source(plan), chunks, _recorded_error(record) if broken else None)
     try:
-        return reply_message(response.body, ctx)
+        return reply_message(response.body, plan)
     except BridgeError as error:
         return error.body(record.request_id)
 
@@ -237,7 +229,7 @@ def diff_record(record: Record) -> DiffResult:
     if upstream.response is None:
         note = f"the upstream was not reached ({upstream.error})"
         return DiffResult(record, request_part, Part("reply", "skipped", note=note))
-    return DiffResult(record, request_part, _reply_part(record, rerun_reply(record, rerun.ctx)))
+    return DiffResult(record, request_part, _reply_part(record, rerun_reply(record, rerun)))
 
 
 def _refusal(record: Record) -> str:
@@ -271,15 +263,17 @@ def diff_records(
 
 # -- server replay -------------------------------------------------------------------------
 
-# Claude Code puts a session id in `user` (translated) and `metadata.user_id` (passed through).
-_VOLATILE_FIELDS = ("user", "metadata")
+# Claude Code puts a session id in `user` (translated) and `metadata.user_id` (passed through);
+# the cache key and the Responses API's safety identifier are made from them.
+_VOLATILE_FIELDS = ("user", "metadata", "prompt_cache_key", "safety_identifier")
 _DROPPED_HEADERS = {"content-length", "transfer-encoding", "connection", "keep-alive"}
 
 
 def canonical_upstream(body: Any) -> Any:
     """The upstream request with what changes from run to run taken out: `user` and
-    `metadata` (a session id), base64 payloads (a journal may have elided them), and tool call
-    ids (some are derived from random message ids), numbered in order of appearance instead."""
+    `metadata` (a session id) and what is made from them, base64 payloads (a journal may have
+    elided them), and tool call ids (some are derived from random message ids), numbered in
+    order of appearance instead (Chat Completions messages, Responses input items)."""
     if not isinstance(body, dict):
         return body
     data = {k: v for k, v in body.items() if k not in _VOLATILE_FIELDS}
@@ -299,6 +293,9 @@ def canonical_upstream(body: Any) -> Any:
         for call in message.get("tool_calls") or ():
             if isinstance(call, dict) and "id" in call:
                 call["id"] = number(call["id"])
+    for item in data.get("input") or ():
+        if isinstance(item, dict) and "call_id" in item:
+            item["call_id"] = number(item["call_id"])
     return data
 
 

@@ -1,15 +1,18 @@
-"""The one place that talks HTTP to the upstream; httpx failures become Anthropic errors here."""
+"""The one place that talks HTTP to the upstream; httpx failures become Anthropic errors here.
+
+It sends bytes to a URL with headers, as a `Call` says; what the URL, headers and body are, and
+what an error body means, is the dialect's (`core/dialects`), which the caller asks.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import base64
-import json
 import logging
 import random
-import re
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from typing import Any
 
 import anyio
@@ -18,14 +21,16 @@ import httpx
 from . import __version__, inflate
 from .config import Settings, UpstreamSettings, mask, url_password
 from .core import providers, untrusted
+from .core.endpoint import Address, Endpoint
 from .core.errors import (
-    InvalidRequest,
+    ErrorMap,
     UpstreamError,
     from_upstream_response,
     is_error_status,
     unexpected_status,
 )
 from .core.routing import DEFAULT_UPSTREAM
+from .core.wire import dumps
 from .transport import pooled_transport
 
 log = logging.getLogger("claude_bridge.upstream")
@@ -41,10 +46,7 @@ RETRY_STATUSES = frozenset({502, 503})
 MAX_RETRY_AFTER = 10.0
 # Seconds a client is told to wait after the pool stayed full for `pool_timeout` (529).
 OVERLOADED_RETRY_AFTER = "2"
-_SURROGATE = re.compile("[\ud800-\udfff]")
 
-
-ANTHROPIC_VERSION = "2023-06-01"
 BASE_HEADERS = {
     "content-type": "application/json",
     "accept": "application/json",
@@ -53,10 +55,20 @@ BASE_HEADERS = {
     "accept-encoding": "gzip, deflate",
     "user-agent": f"claude-bridge/{__version__}",
 }
-# What a pass-through upstream hears of the client's headers: the API version, the betas and
-# the user profile it asked for (the SDK sends `user_profile_id` as a header). Its key and
-# anything else stay here.
-FORWARDED_HEADERS = ("anthropic-version", "anthropic-beta", "anthropic-user-profile-id")
+
+
+@dataclass(frozen=True)
+class Call:
+    """One upstream request: where it goes, with which headers (`Upstream.headers`), what it
+    sends (bytes: serialized already), and what the upstream's error bodies mean."""
+
+    url: str
+    headers: Mapping[str, str]
+    body: dict[str, Any] | bytes
+    errors: ErrorMap = from_upstream_response
+    retries: int | None = None
+    """Connect errors and 502/503 sent again this many times; None: the `retries` setting.
+    A failover chain makes it 0: its next target is the retry (proxy/resilience)."""
 
 
 class Upstreams:
@@ -81,7 +93,7 @@ class Upstreams:
 
 
 class Upstream:
-    """One named upstream: where its requests go, with which key, in which mode."""
+    """One named upstream: where it is, with which key, in which mode (`config.mode`)."""
 
     def __init__(
         self,
@@ -103,43 +115,29 @@ class Upstream:
         self.retry_backoff = settings.retry_backoff
         self.body_timeout = settings.read_timeout
         self._key = config.api_key.get_secret_value() if config.api_key else ""
-        self._secrets = [s for s in (self._key, url_password(config.base_url)) if s]
+        pool = [key.key.get_secret_value() for key in config.pool()]
+        self._secrets = [s for s in (*pool, url_password(config.base_url)) if s]
         self._transport = transport
         # httpx's `Timeout(read_timeout, connect=..., pool=...)`, as its client would send.
         timeout = httpx.Timeout(
             settings.read_timeout, connect=settings.connect_timeout, pool=settings.pool_timeout
         )
         self._extensions = {"timeout": timeout.as_dict()}
-        if self.mode == "anthropic":
-            self.url = providers.messages_url(self.base_url)
-            self._headers = {
-                **BASE_HEADERS,
-                "anthropic-version": ANTHROPIC_VERSION,
-                **providers.anthropic_headers(self.host, self._key),
-                **basic,
-            }
-        else:
-            profile = providers.resolve(config.provider, self.base_url, "")
-            self.url = providers.chat_completions_url(
-                self.base_url, profile, config.azure_api_version
-            )
-            self._headers = {
-                **BASE_HEADERS,
-                **providers.auth_headers(profile, self._key),
-                **basic,
-            }
+        self._basic = basic
+        self.endpoint = Endpoint(
+            self.base_url, self.host, self._key, config.provider, config.azure_api_version
+        )
+        """What a dialect needs to address this upstream (`Dialect.address`)."""
 
-    def request_headers(self, client_headers: Mapping[str, str]) -> dict[str, str]:
-        """Headers for one request: this upstream's, plus what pass-through forwards."""
-        if self.mode != "anthropic":
-            return self._headers
-        forwarded = {k: client_headers[k] for k in FORWARDED_HEADERS if k in client_headers}
-        return {**self._headers, **forwarded}
+    def headers(self, own: Mapping[str, str]) -> dict[str, str]:
+        """The headers of a request with a dialect's `own` (auth, API version) to this upstream:
+        the transport's, those, and the Basic auth of a URL's `user:password@`."""
+        return {**BASE_HEADERS, **own, **self._basic}
 
-    async def complete(self, body: dict[str, Any] | bytes, headers: dict[str, str]) -> Any:
+    async def complete(self, call: Call) -> Any:
         """POST a non-streaming request; the parsed JSON of a 2xx answer (`untrusted.loads`:
         no lone surrogates, no NaN, no deep nesting)."""
-        response = await self._open(body, headers)
+        response = await self._open(call)
         try:
             content = await self._read_body(response)
         finally:
@@ -157,23 +155,22 @@ class Upstream:
         )
 
     @asynccontextmanager
-    async def stream(
-        self, body: dict[str, Any] | bytes, headers: dict[str, str]
-    ) -> AsyncIterator[httpx.Response]:
+    async def stream(self, call: Call) -> AsyncIterator[httpx.Response]:
         """Open a streaming request; raises before yielding when the upstream answered non-2xx,
         so the caller can still send a real HTTP error status. Closing the context closes the
         upstream connection, which is how a client disconnect cancels the upstream work."""
-        response = await self._open(body, headers)
+        response = await self._open(call)
         try:
             yield response
         finally:
             await response.aclose()
 
-    async def _open(self, body: dict[str, Any] | bytes, headers: dict[str, str]) -> httpx.Response:
-        """Send `body`; the response once its status is 2xx, else the mapped Anthropic error
-        (the response closed)."""
-        content = body if isinstance(body, bytes) else _dumps(body)  # bytes: serialized already
-        response = await self._send(content, headers)
+    async def _open(self, call: Call) -> httpx.Response:
+        """Send `call`; the response once its status is 2xx, else the error `call.errors` maps
+        it to (the response closed)."""
+        body = call.body
+        content = body if isinstance(body, bytes) else dumps(body)  # bytes: serialized already
+        response = await self._send(call.url, content, call.headers, call.retries)
         status = response.status_code
         if 200 <= status <= 299:
             coding = inflate.unsupported(response.headers.get("content-encoding"))
@@ -194,12 +191,10 @@ class Upstream:
             content = await _read_limited(response)
         finally:
             await response.aclose()
-        # Scrubbed before `from_upstream_response` cuts the text: a key echoed across the
-        # cut would otherwise leave its first characters.
+        # Scrubbed before the mapping cuts the text: a key echoed across the cut would
+        # otherwise leave its first characters.
         text = self.scrub(content.decode("utf-8", "replace"))
-        raise self._scrubbed(
-            from_upstream_response(status, text, dict(response.headers), self.host)
-        )
+        raise self._scrubbed(call.errors(status, text, response.headers, self.host))
 
     async def chunks(self, response: httpx.Response) -> AsyncIterator[bytes]:
         """The body of a 2xx answer, inflated when it is content-encoded, in pieces of at most
@@ -219,29 +214,32 @@ class Upstream:
             text = text.replace(secret, mask(secret))
         return text
 
-    async def _send(self, content: bytes, headers: dict[str, str]) -> httpx.Response:
-        """POST `content`, the response streamed (the caller reads and closes it).
+    async def _send(
+        self, url: str, content: bytes, headers: Mapping[str, str], retries: int | None = None
+    ) -> httpx.Response:
+        """POST `content` to `url`, the response streamed (the caller reads and closes it).
 
         Connection failures (refused, DNS) and 502/503 answers are sent again, up to `retries`
-        times after a growing, jittered backoff: nothing of a reply exists yet, so nothing was
-        relayed. Timeouts and every other status are the caller's."""
+        times (None: the setting's) after a growing, jittered backoff: nothing of a reply exists
+        yet, so nothing was relayed. Timeouts and every other status are the caller's."""
+        retries = self.retries if retries is None else retries
         attempt = 0
         while True:
             request = httpx.Request(
-                "POST", self.url, content=content, headers=headers, extensions=self._extensions
+                "POST", url, content=content, headers=headers, extensions=self._extensions
             )
             try:
                 response = await self._transport.handle_async_request(request)
                 response.request = request
             except httpx.ConnectError as exc:
-                if attempt >= self.retries:
+                if attempt >= retries:
                     raise self._transport_error(exc) from None
                 delay = self._delay(attempt)
                 reason = f"could not connect ({self._reason(exc)})"
             except httpx.HTTPError as exc:
                 raise self._transport_error(exc) from None
             else:
-                if response.status_code not in RETRY_STATUSES or attempt >= self.retries:
+                if response.status_code not in RETRY_STATUSES or attempt >= retries:
                     return response
                 wait = self._backoff(attempt, response.headers.get("retry-after"))
                 if wait is None:
@@ -254,7 +252,7 @@ class Upstream:
                 self.host,
                 self.scrub(reason),
                 attempt,
-                self.retries,
+                retries,
                 delay,
             )
             await asyncio.sleep(delay)
@@ -275,15 +273,14 @@ class Upstream:
             return delay  # an HTTP date: rare from an API; the backoff will do
         return max(delay, asked) if 0 <= asked <= MAX_RETRY_AFTER else None
 
-    async def model_ids(self) -> list[str]:
-        """The models this upstream lists (`GET .../models`, `data[].id` in OpenAI's shape and
-        Anthropic's alike), for `GET /v1/models`; empty when it lists none or cannot say."""
-        base = self.url.removesuffix("/chat/completions").removesuffix("/messages")
-        if base == self.url:  # Azure's deployment URLs: one model each, listed by nobody
+    async def model_ids(self, listing: Address | None) -> list[str]:
+        """The models this upstream lists at `listing` (`Dialect.listing`: `GET .../models`,
+        `data[].id` in OpenAI's shape and Anthropic's alike), for `GET /v1/models`; empty when
+        it lists none or cannot say."""
+        if listing is None:  # Azure's deployment URLs: one model each, listed by nobody
             return []
-        request = httpx.Request(
-            "GET", base + "/models", headers=self._headers, extensions=self._extensions
-        )
+        headers = self.headers(listing.headers)
+        request = httpx.Request("GET", listing.url, headers=headers, extensions=self._extensions)
         try:
             response = await self._transport.handle_async_request(request)
             try:
@@ -403,19 +400,3 @@ async def _read_limited(response: httpx.Response) -> bytes:
     except (httpx.HTTPError, inflate.InflateError):
         pass
     return bytes(body)
-
-
-def _dumps(body: dict[str, Any]) -> bytes:
-    try:
-        text = json.dumps(body, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
-    except ValueError:
-        # Python's parser takes NaN, Infinity and 1e999; JSON (and the upstream) does not.
-        raise InvalidRequest(
-            "request body has a number JSON cannot carry (NaN or Infinity)"
-        ) from None
-    try:
-        return text.encode()
-    except UnicodeEncodeError:
-        # A lone surrogate (`\ud83d` cut from its pair, e.g. by a truncated tool output) has
-        # no UTF-8 form; the conversation must stay usable, so it becomes U+FFFD.
-        return _SURROGATE.sub("\ufffd", text).encode()

@@ -26,7 +26,7 @@ def test_an_internal_error_is_an_anthropic_500_and_ends_the_exchange(
     def broken(*args: Any, **kwargs: Any) -> Any:
         raise RuntimeError("a bug")
 
-    monkeypatch.setattr(pipeline, "translate_request", broken)
+    monkeypatch.setattr(pipeline, "plan", broken)
     seen: list[tuple[str, int]] = []
     bus = Bus()
     bus.subscribe(lambda kind, exchange: seen.append((kind, exchange.status)))

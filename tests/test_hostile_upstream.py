@@ -48,6 +48,7 @@ from claude_bridge.proxy import inflate
 from claude_bridge.proxy import pipeline as pipeline_module
 from claude_bridge.proxy import upstream as upstream_module
 from claude_bridge.proxy.core.context import ReplyContext
+from claude_bridge.proxy.core.dialects import chat as chat_dialect
 from claude_bridge.proxy.core.ids import tool_id_to_upstream
 from claude_bridge.proxy.core.stream import StreamTranslator
 from claude_bridge.proxy.events import Bus, Exchange
@@ -245,7 +246,7 @@ def test_a_translation_that_breaks_is_a_502_or_an_error_event(
     def broken(*args: Any, **kwargs: Any) -> Any:
         raise RuntimeError("unforeseen")
 
-    monkeypatch.setattr(pipeline_module, "translate_response", broken)
+    monkeypatch.setattr(chat_dialect, "translate_response", broken)
     monkeypatch.setattr(StreamTranslator, "_end", broken)
     upstream.reply(JSONReply(completion("Hi")), SSEReply(text_stream(["Half"])))
 

@@ -14,6 +14,7 @@ from conftest import CLIENT_KEY, UPSTREAM_KEY
 from claude_bridge.proxy.config import Settings, load_settings
 from claude_bridge.proxy.core.context import ReplyContext
 from claude_bridge.proxy.core.request import RequestOptions
+from claude_bridge.proxy.core.routing import Route
 from claude_bridge.proxy.drain import Drain
 from claude_bridge.proxy.events import Exchange
 from claude_bridge.proxy.journal.reader import (
@@ -40,6 +41,7 @@ from claude_bridge.proxy.journal.records import (
 )
 from claude_bridge.proxy.journal.trace import Trace
 from claude_bridge.proxy.journal.writer import Recorder, build_record, default_dir, setting_secrets
+from claude_bridge.proxy.plan import Plan
 from claude_bridge.proxy.replay import diff_record
 
 FROZEN = Path(__file__).parent / "data" / "journal" / "v1-frozen.jsonl"
@@ -251,10 +253,17 @@ def _traced_exchange(clock: Clock, body: dict[str, Any]) -> tuple[Trace, Exchang
     )
     trace.client_body(json.dumps(body).encode())
     trace.prepared(
-        "default",
-        "openai",
-        RequestOptions(model="big"),
-        ReplyContext(model="claude-sonnet-4-6", message_id="msg_1"),
+        Plan(
+            model="claude-sonnet-4-6",
+            stream=False,
+            route=Route("default", "big"),
+            dialect="openai",
+            session_id=None,
+            body={},
+            ctx=ReplyContext(model="claude-sonnet-4-6", message_id="msg_1"),
+            options=RequestOptions(model="big"),
+            dropped=[],
+        )
     )
     clock.advance(5)
     trace.upstream_request(

@@ -27,7 +27,7 @@ from claude_bridge.proxy.core.tokens import count_request_tokens
 from claude_bridge.proxy.core.validation import parse_body
 from claude_bridge.proxy.models.anthropic import CountTokensRequest
 from claude_bridge.proxy.offload import OFFLOAD_OBJECTS, Offload, WorkerFailed, worth_offloading
-from claude_bridge.proxy.pipeline import translate_body
+from claude_bridge.proxy.plan import plan
 from claude_bridge.proxy.tokenizer import count_text
 
 MODEL = "claude-sonnet-4-6"
@@ -57,7 +57,7 @@ def test_a_big_body_goes_upstream_as_inline(
     message = client.messages.create(**body)
 
     settings = bridge.settings
-    inline = translate_body(encoded(body), settings, settings.endpoints(), {})
+    inline = plan(encoded(body), settings, settings.endpoints(), {})
     assert upstream.last.json == inline.body
     assert message.content[0].type == "text" and message.content[0].text == "Hi!"
     assert message.model == MODEL
@@ -70,7 +70,7 @@ def test_a_big_invalid_body_is_the_same_400(
     body["messages"][7]["role"] = "robot"
     settings = bridge.settings
     with pytest.raises(InvalidRequest) as inline:
-        translate_body(encoded(body), settings, settings.endpoints(), {})
+        plan(encoded(body), settings, settings.endpoints(), {})
 
     response = http.post("/v1/messages", json=body)
 

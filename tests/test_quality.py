@@ -15,6 +15,7 @@ ROOT = Path(__file__).resolve().parents[1]
 CORE = ROOT / "proxy" / "core"
 PURE_STDLIB = {
     "__future__",
+    "abc",
     "base64",
     "collections",
     "dataclasses",
@@ -31,6 +32,8 @@ PURE_STDLIB = {
     "struct",
     "typing",
 }
+# Computation only, like the stdlib above: validation, and the fast JSON parser and encoder.
+PURE_LIBRARIES = PURE_STDLIB | {"pydantic", "orjson"}
 
 
 def _imports(path: Path) -> set[str]:
@@ -45,8 +48,8 @@ def _imports(path: Path) -> set[str]:
 
 @pytest.mark.parametrize("path", sorted(CORE.rglob("*.py")), ids=lambda p: str(p.relative_to(CORE)))
 def test_core_is_pure(path: Path) -> None:
-    """The core (and its subpackages) imports the models, itself, pydantic and pure stdlib:
-    no I/O, clock or env."""
+    """The core (and its subpackages) imports the models, itself, pydantic, orjson and pure
+    stdlib: no I/O, clock or env."""
     package = path.parent.relative_to(ROOT).parts  # ("proxy", "core", ...)
     for name in _imports(path):
         if name.startswith("."):
@@ -54,7 +57,7 @@ def test_core_is_pure(path: Path) -> None:
             target = [*package[: len(package) - level + 1], *name.lstrip(".").split(".")]
             assert target[:2] in (["proxy", "core"], ["proxy", "models"]), f"{path.name}: {name}"
         else:
-            assert name.split(".")[0] in PURE_STDLIB | {"pydantic"}, f"{path.name}: {name}"
+            assert name.split(".")[0] in PURE_LIBRARIES, f"{path.name}: {name}"
 
 
 @pytest.mark.parametrize("path", sorted((ROOT / "proxy").rglob("*.py")), ids=lambda p: p.name)

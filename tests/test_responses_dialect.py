@@ -233,7 +233,6 @@ def test_dropped_fields_are_reported() -> None:
         "structured_output_and_strict_tools"
     )
     assert dropped("tool_reference_and_choice_none") == [
-        "server tool web_search_20250305",
         "context_management",
         "service_tier",
         "unknown field speed",

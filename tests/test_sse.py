@@ -134,3 +134,31 @@ def test_encoded_events_decode_back() -> None:
     ]
     decoded = _decode(b"".join(encode_event(event) for event in events))
     assert [(e.event, json.loads(e.data)) for e in decoded] == [(e["type"], e) for e in events]
+
+
+def test_a_whole_data_event_in_one_read_after_something_pending() -> None:
+    """Most reads are one whole `data:` event and take a short path; not when a name, a data
+    line or part of a line is pending from the read before."""
+    decoder = SSEDecoder()
+    assert decoder.decode(b"event: named\n") == []
+    assert decoder.decode(b"data: 1\n\n") == [SSEEvent("named", "1")]
+    assert decoder.decode(b"data: a\n") == []
+    assert decoder.decode(b"data: b\n\n") == [SSEEvent(None, "a\nb")]
+    assert decoder.decode(b"da") == []
+    assert decoder.decode(b"ta: c\n\n") == [SSEEvent(None, "c")]
+    assert decoder.decode(b"data: d\r") == []
+    assert decoder.decode(b"\ndata: e\n\n") == [SSEEvent(None, "d\ne")]
+    assert decoder.decode(b"data: x: y\xff\n\n") == [SSEEvent(None, "x: y\ufffd")]
+
+
+@pytest.mark.parametrize(
+    "event",
+    [
+        {"type": "x", "n": 2**64, "m": -(2**63) - 1},  # past orjson's integers
+        {"type": "x", "usage": {1: 2}},  # a key that is not a string
+        {"type": "x", "f": [1.0, 0.5, -0.0, 123456789.125], "t": '\u2028\x00\x1f\x7f"\\/'},
+    ],
+)
+def test_encode_event_writes_what_pythons_encoder_writes(event: dict[str, Any]) -> None:
+    python = json.dumps(event, ensure_ascii=False, separators=(",", ":")).encode()
+    assert encode_event(event) == b"event: x\ndata: " + python + b"\n\n"

@@ -11,6 +11,7 @@ import pytest
 from shapes import content_blocks
 
 from claude_bridge.proxy.core.checker import check_stream
+from claude_bridge.proxy.core.dialects.chat import CHAT
 from claude_bridge.proxy.core.nulls import AddedNulls, NullRemovingSource
 from claude_bridge.proxy.core.providers import by_name
 from claude_bridge.proxy.core.request import OpenAIRequest, RequestOptions, translate_request
@@ -25,7 +26,6 @@ from claude_bridge.proxy.core.strict import (
 from claude_bridge.proxy.core.validation import parse_body
 from claude_bridge.proxy.models.anthropic import MessagesRequest
 from claude_bridge.proxy.models.openai import ChatCompletion
-from claude_bridge.proxy.pipeline import event_source, reply_context
 
 PERSON = {
     "type": "object",
@@ -306,16 +306,16 @@ def test_chat_without_a_strict_form_sends_strict_false() -> None:
 
 
 def test_chat_reply_and_stream_lose_the_added_nulls() -> None:
-    """Through the pipeline's own reply context: the message (`translate_response`) and the
-    stream (`event_source`) give the client an answer to its own schema."""
+    """Through the chat dialect's own reply context: the message (`translate_response`) and
+    the stream (`Dialect.events`) give the client an answer to its own schema."""
     request = parse_body(
         json.dumps(
             {"model": "m", "max_tokens": 100, "tools": [STRICT_TOOL], "messages": HI}
         ).encode(),
         MessagesRequest,
     )
-    sent = translate_request(request, RequestOptions(model="gpt-4o", profile=by_name("openai")))
-    ctx = reply_context(request, sent, "msg_1")
+    options = RequestOptions(model="gpt-4o", profile=by_name("openai"))
+    ctx = CHAT.build({}, request, options, "msg_1").ctx
     assert ctx.added_nulls.tools == {"read_file": PERSON}
     call = {
         "id": "call_1",
@@ -372,7 +372,7 @@ def test_chat_reply_and_stream_lose_the_added_nulls() -> None:
         {"choices": [{"index": 0, "delta": {}, "finish_reason": "tool_calls"}]},
     ]
     body = b"".join(f"data: {json.dumps(c)}\n\n".encode() for c in chunks) + b"data: [DONE]\n\n"
-    events = run_sse(event_source(ctx), body)
+    events = run_sse(CHAT.events(ctx, options), body)
     assert check_stream(events) == []
     assert content_blocks(events) == [
         {"type": "text", "text": "Reading."},

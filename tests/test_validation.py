@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from claude_bridge.proxy.core.errors import InvalidRequest
-from claude_bridge.proxy.core.validation import MAX_DEPTH, parse_body
+from claude_bridge.proxy.core.validation import MAX_DEPTH, parse_body, parse_object
 from claude_bridge.proxy.models import anthropic as a
 
 BASE: dict[str, Any] = {"model": "claude-sonnet-4-5", "max_tokens": 1024}
@@ -240,3 +241,52 @@ def test_count_tokens_requests_need_no_max_tokens() -> None:
     request = parse({"model": "claude-sonnet-4-5", "messages": HELLO}, a.CountTokensRequest)
     assert isinstance(request, a.CountTokensRequest)
     assert error_of({"messages": HELLO}, a.CountTokensRequest) == "model: Field required"
+
+
+# orjson reads bodies where it reads them as Python's parser does; elsewhere Python's parser.
+REQUESTS = Path(__file__).parent / "data" / "requests"
+EDGES = [
+    b'{"n": 18446744073709551615, "m": -9223372036854775808}',  # orjson's own range: exact
+    b'{"n": 18446744073709551616}',  # past 64 bits: a float in orjson, an int in Python
+    b'{"n": -9223372036854775809, "s": "9999999999999999999 in a string"}',
+    b'{"f": [1.0, 1e16, 1.5e-7, -0.0, 5e-324, 1.7976931348623157e308, 0.1e-400]}',
+    b'{"a": 1, "b": 2, "a": 3}',  # duplicate keys: the last wins, at the first one's place
+    '{"t": "caf\u00e9 \U0001f44b \u2028 \\ud83d\\ude00 \\u0000"}'.encode(),
+    b' {"ws": [ ] } ',
+]
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [*(p.read_bytes() for p in sorted(REQUESTS.glob("*.anthropic.json"))), *EDGES],
+    ids=[*(p.name for p in sorted(REQUESTS.glob("*.anthropic.json"))), *map(str, range(7))],
+)
+def test_bodies_read_as_pythons_parser_reads_them(raw: bytes) -> None:
+    """Values and types both: an integer past 64 bits stays an exact int."""
+    expected = json.loads(raw)
+    parsed = parse_object(raw)
+    assert parsed == expected
+    assert repr(parsed) == repr(expected)  # 1 == 1.0 for ==, not for repr
+
+
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [
+        (b'{"n": 1e999}', "request body has a number JSON cannot carry (NaN or Infinity)"),
+        (b'{"n": -1E400}', "request body has a number JSON cannot carry (NaN or Infinity)"),
+        (b'{"n": NaN}', "request body is not valid JSON: NaN is not a JSON number"),
+        (b'{"t": "\\udc00"}', "t: the string holds a lone UTF-16 surrogate (\\udc00)"),
+        (b'{"n": 18446744073709551616, "t": "\\ud800"}', "t: the string holds a lone"),
+        (
+            b'{"x": ' + b"[" * MAX_DEPTH + b"1" + b"]" * MAX_DEPTH + b"}",
+            "request body nests deeper than 128",
+        ),
+        (b"[" * 1100 + b"]" * 1100, "request body is not valid JSON: maximum recursion"),
+        (b'{"a": 1} x', "request body is not valid JSON: Extra data"),
+        (b"null", "request body must be a JSON object"),
+    ],
+)
+def test_what_either_parser_refuses_is_worded_as_before(raw: bytes, message: str) -> None:
+    with pytest.raises(InvalidRequest) as caught:
+        parse_object(raw)
+    assert caught.value.message.startswith(message)

@@ -278,6 +278,8 @@ class FakeUpstream:
         """What `GET .../models` lists."""
         self.listings = 0
         """`GET .../models` requests answered."""
+        self.listing: Reply | None = None
+        """The answer to `GET .../models` instead of `models` (a 401 for a refused key)."""
 
     # -- lifecycle
 
@@ -369,6 +371,7 @@ class FakeUpstream:
             self._requests.clear()
             self.models = []
             self.listings = 0
+            self.listing = None
         self.errors.clear()
         self.disconnected.clear()
 
@@ -426,6 +429,8 @@ class FakeUpstream:
             with self._lock:
                 self.listings += 1
                 listed = [{"id": name, "object": "model"} for name in self.models]
+                if self.listing is not None:
+                    return self.listing
             return JSONReply({"object": "list", "data": listed})
         script = self._record(request)
         if not callable(script):

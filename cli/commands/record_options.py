@@ -88,8 +88,9 @@ class Recording:
         """Every upstream answer comes from the replayed journal: no network, no key."""
         return self.replay is not None and self.replay.miss == ReplayMiss.error.value
 
-    def describe(self) -> list[str]:
-        """Lines for the console (stderr) at start."""
+    def describe(self, journal: str | None = None) -> list[str]:
+        """Lines for the console (stderr) at start; `journal` names what is recorded to
+        instead of the recorder's file (the files of `serve --workers`)."""
         lines = list(self.warnings)
         if self.replay is not None:
             lines.append(
@@ -98,7 +99,7 @@ class Recording:
                 f" (on a miss: {self.replay.miss})"
             )
         if self.recorder is not None:
-            lines.append(f"recording to {self.recorder.path}")
+            lines.append(f"recording to {journal or self.recorder.path}")
         return lines
 
 
@@ -108,9 +109,11 @@ def recording(
     upstream_replay: Path | None = None,
     replay_miss: ReplayMiss | str = ReplayMiss.error,
     replay_timing: bool = False,
+    journal_file: Path | None = None,
 ) -> Recording:
-    """The recorder (when the settings say record) and the upstream transport (a replay of
-    `upstream_replay` when given, else None: the default)."""
+    """The recorder (when the settings say record; writing to `journal_file`, else a new file in
+    the journal directory) and the upstream transport (a replay of `upstream_replay` when
+    given, else None: the default)."""
     wiring = Recording()
     if upstream_replay is not None:
         journal = load(upstream_replay)
@@ -125,6 +128,6 @@ def recording(
         wiring.replay_source = upstream_replay
         wiring.warnings = tuple(journal.warnings)
     if settings.record:
-        wiring.recorder = Recorder.from_settings(settings)
+        wiring.recorder = Recorder.from_settings(settings, path=journal_file)
         wiring.warnings += tuple(wiring.recorder.warnings)
     return wiring

@@ -270,6 +270,9 @@ def cost_line(record: Record, cost: Cost) -> Text:
     return Text(line + ")", style="cyan")
 
 
+_DIALECT_NOTES = {"openai": "", "anthropic": "  passed through"}
+
+
 def _options_text(options: dict[str, Any]) -> str:
     """The translation options on one line: the provider profile by its name (its rules are
     data in `core/providers.py`; `--raw` has them all), not as its every field."""
@@ -279,6 +282,8 @@ def _options_text(options: dict[str, Any]) -> str:
             continue
         if key == "profile" and isinstance(value, dict):
             key, value = "provider", value.get("name", "?")
+        if key == "passthrough" and isinstance(value, dict):  # `core/passthrough_profiles.py`
+            value = value.get("name", "?")
         shown.append(f"{key}={value}")
     return ", ".join(shown)
 
@@ -303,7 +308,8 @@ def show_exchange(record: Record, pricing: Pricing) -> Iterator[RenderableType]:
     target = routed_to(routing.upstream, routing.upstream_model or "-")
     route = Text(f"{routing.client_model or '-'} → {target}", style="bold")
     route.append("  stream" if routing.stream else "", style="dim")
-    route.append("  passed through" if routing.mode == "anthropic" else "", style="dim")
+    # The dialect spoken upstream, when it is not the first one (Chat Completions).
+    route.append(_DIALECT_NOTES.get(routing.mode, f"  {routing.mode}"), style="dim")
     route.append(f"  by {routing.routed_by}" if routing.routed_by else "", style="dim")
     if routing.options:
         route.append(f"  {_options_text(routing.options)}", style="dim")

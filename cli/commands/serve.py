@@ -11,12 +11,15 @@ configured by `proxy.logs`.
 from __future__ import annotations
 
 import contextlib
+import functools
 import importlib.util
+import io
 import json
 import socket
 import sys
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
@@ -34,11 +37,13 @@ from claude_bridge.proxy.diagnose import diagnose
 from claude_bridge.proxy.drain import Server as DrainingServer
 from claude_bridge.proxy.drain import Stopping
 from claude_bridge.proxy.events import Bus, Exchange
+from claude_bridge.proxy.journal.writer import Recorder, journal_dir, session_path, worker_path
+from claude_bridge.proxy.workers import Entry, Relay, Supervisor, shared_metrics
 
 from .. import bind_check, listen
 from ..console import stderr, stdout
 from ..dashboard import Dashboard
-from ..render import ServerInfo, exchange_line, stopping_line
+from ..render import Health, ServerInfo, exchange_line, stopping_line
 from .record_options import (
     RECORD_DIR_OPTION,
     RECORD_FULL_OPTION,
@@ -51,6 +56,9 @@ from .record_options import (
     recording,
 )
 from .settings import CONFIG_OPTION, settings_from
+
+GRACE = 5
+"""Seconds requests in flight get when the server stops."""
 
 
 class LogFormat(StrEnum):
@@ -133,6 +141,12 @@ def serve(
     strict: bool = typer.Option(
         False, "--strict", help="Refuse to listen beyond loopback without an auth token."
     ),
+    workers: str = typer.Option(
+        None,
+        "--workers",
+        "-w",
+        help="Processes serving the port: a number, or auto (one per CPU core); default 1.",
+    ),
 ) -> None:
     """Run the proxy.
 
@@ -152,25 +166,36 @@ def serve(
         port=port,
         log_level=log_level,
         auth_token=auth_token,
+        workers=workers,
         **record_flags(record, record_dir, record_full),
     )
     bind_check.enforce(settings.host, settings.auth_token, strict=strict, console=stderr)
     secrets = secrets_of(settings)
+    count = settings.worker_count()
+    spec = WorkerSpec(settings, upstream_replay, replay_miss, replay_timing, log_file is not None)
+    if count > 1 and settings.record:
+        spec.journal = session_path(journal_dir(settings))
     wiring = recording(
         settings,
         upstream_replay=upstream_replay,
         replay_miss=replay_miss,
         replay_timing=replay_timing,
+        journal_file=worker_path(spec.journal, 1) if spec.journal else None,
     )
+    journal = spec.journal_files()
+    if count > 1 and wiring.recorder is not None:
+        wiring.recorder.close()  # checked writable; the workers write
     # Bound before anything is drawn: a port in use is one error line, not a dashboard first.
-    sockets = listen.bind(settings.host, settings.port)
+    groups = listen.bind_group(settings.host, settings.port, count)
     try:
-        settings = settings.model_copy(update={"port": listen.bound_port(sockets)})
+        settings = spec.settings = settings.model_copy(
+            update={"port": listen.bound_port(groups[0])}
+        )
         findings = [str(finding) for finding in diagnose(settings, offline=wiring.offline)]
         info = ServerInfo.from_settings(
             settings,
             version=__version__,
-            recording=str(wiring.recorder.path) if wiring.recorder is not None else None,
+            recording=journal or (str(wiring.recorder.path) if wiring.recorder else None),
             replay=str(wiring.replay_source) if wiring.replay_source is not None else None,
             warnings=tuple(findings),
         )
@@ -193,16 +218,34 @@ def serve(
                 )
         bus = Bus()
         bus.subscribe(logs.RequestLog())
-        display = attach_output(mode, bus, info, secrets)
-        for line in wiring.describe():
+        for line in wiring.describe(journal):
             stderr.print(escape(line), soft_wrap=True, highlight=False)
-        app = create_app(settings, bus=bus, transport=wiring.transport, recorder=wiring.recorder)
-        app.state.drain.on_stop(stop_notice(mode, secrets))
-        with display:
-            started = run_server(app, settings, access_log=log_file is not None, sockets=sockets)
+        if count > 1:
+            supervisor = Supervisor(
+                functools.partial(worker_entry, spec),
+                groups,
+                bus,
+                grace=GRACE,
+                on_stop=stop_notice(mode, secrets),
+            )
+            display = attach_output(mode, bus, info, secrets, functools.partial(health, supervisor))
+            with display, shared_metrics(settings.metrics):
+                started = supervisor.run()
+        else:
+            recorder = wiring.recorder
+            display = attach_output(
+                mode, bus, info, secrets, lambda: Health(journal_stalls=recorder_stalls(recorder))
+            )
+            app = create_app(settings, bus=bus, transport=wiring.transport, recorder=recorder)
+            app.state.drain.on_stop(stop_notice(mode, secrets))
+            with display:
+                started = run_server(
+                    app, settings, access_log=log_file is not None, sockets=groups[0]
+                )
     finally:
-        for sock in sockets:
-            sock.close()
+        for group in groups:
+            for sock in group:
+                sock.close()
     if not started:
         stderr.print(
             f"[red]error:[/red] the proxy did not start on {info.listen} (see above)",
@@ -229,7 +272,11 @@ def stop_notice(mode: str, secrets: list[str]) -> Callable[[Stopping], None]:
 
 
 def attach_output(
-    mode: str, bus: Bus, info: ServerInfo, secrets: list[str]
+    mode: str,
+    bus: Bus,
+    info: ServerInfo,
+    secrets: list[str],
+    health: Callable[[], Health] = Health,
 ) -> AbstractContextManager[object]:
     """Subscribe what `mode` shows on stdout; the context to run the server in."""
     if mode == "json":
@@ -264,7 +311,7 @@ def attach_output(
             soft_wrap=True,
         )
         return nullcontext()
-    dashboard = Dashboard(info, console=stdout)
+    dashboard = Dashboard(info, console=stdout, health=health)
     bus.subscribe(dashboard)
     return dashboard.live()
 
@@ -282,6 +329,7 @@ def run_server(
     *,
     access_log: bool,
     sockets: list[socket.socket] | None = None,
+    on_started: Callable[[], None] | None = None,
 ) -> bool:
     """Serve until stopped (Ctrl-C, SIGTERM); False if the server could not start. On a stop,
     requests in flight get the grace period, then streams end with an `error` event."""
@@ -298,13 +346,79 @@ def run_server(
             log_config=None,
             log_level=None,
             access_log=access_log,
-            timeout_graceful_shutdown=5,
+            timeout_graceful_shutdown=GRACE,
             # Longer than the clients' pooled-connection expiry (httpx: 5 s), so a client never
             # reuses a connection the server is closing at that moment.
             timeout_keep_alive=65,
         ),
         app.state.drain,
+        on_started,
     )
     with contextlib.suppress(SystemExit):  # how uvicorn says it could not bind
         server.run(sockets=sockets)
     return bool(server.started)
+
+
+# -- serve --workers N -----------------------------------------------------------------------
+
+
+@dataclass
+class WorkerSpec:
+    """What a worker process builds its app from (picklable: it crosses to the process)."""
+
+    settings: Settings
+    upstream_replay: Path | None
+    replay_miss: ReplayMiss
+    replay_timing: bool
+    access_log: bool
+    journal: Path | None = None
+    """The run's journal name: worker N writes `worker_path(journal, N)`."""
+
+    def journal_files(self) -> str | None:
+        """The workers' journal files, as the console and the dashboard name them."""
+        if self.journal is None:
+            return None
+        return f"{self.journal.with_name(self.journal.stem + '-w*' + self.journal.suffix)}"
+
+
+def worker_entry(spec: WorkerSpec, index: int, life: int) -> Entry:
+    return functools.partial(serve_worker, spec, index, life)
+
+
+def serve_worker(
+    spec: WorkerSpec, index: int, life: int, relay: Relay, sockets: list[socket.socket]
+) -> bool:
+    """One worker of `serve --workers`: the app `serve` runs, its events and logs relayed to
+    the parent, its journal its own file."""
+    settings = spec.settings
+    logs.configure(settings.log_level, stream=io.StringIO(), secrets=secrets_of(settings))
+    relay.capture_logs()
+    wiring = recording(
+        settings,
+        upstream_replay=spec.upstream_replay,
+        replay_miss=spec.replay_miss,
+        replay_timing=spec.replay_timing,
+        journal_file=worker_path(spec.journal, index, life) if spec.journal else None,
+    )
+    bus = Bus()
+    bus.subscribe(relay)
+    app = create_app(settings, bus=bus, transport=wiring.transport, recorder=wiring.recorder)
+    if wiring.recorder is not None:
+        wiring.recorder.on_stall(relay.stalled)
+    app.state.drain.on_stop(relay.stopping)
+    return run_server(
+        app, settings, access_log=spec.access_log, sockets=sockets, on_started=relay.ready
+    )
+
+
+def recorder_stalls(recorder: Recorder | None) -> int:
+    return recorder.stalls if recorder is not None else 0
+
+
+def health(supervisor: Supervisor) -> Health:
+    return Health(
+        workers=supervisor.count,
+        serving=supervisor.serving(),
+        restarts=supervisor.restarts,
+        journal_stalls=supervisor.journal_stalls,
+    )

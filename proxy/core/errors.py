@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from . import untrusted
@@ -60,6 +61,11 @@ class UpstreamError(BridgeError):
 class NotFound(BridgeError):
     status = 404
     type = "not_found_error"
+
+
+ErrorMap = Callable[[int, str, Mapping[str, str], str], "UpstreamError"]
+"""(status, body text, headers, host) of an upstream's non-2xx answer -> the client's error:
+what a dialect says its upstream's errors mean (`dialects.Dialect.error`)."""
 
 
 STATUS_TYPES: dict[int, str] = {
@@ -155,7 +161,7 @@ def context_overflow(message: str, code: str) -> str | None:
 
 
 def from_upstream_response(
-    status: int, body: Any, headers: dict[str, str] | None = None, host: str = ""
+    status: int, body: Any, headers: Mapping[str, str] | None = None, host: str = ""
 ) -> UpstreamError:
     """Map an upstream non-2xx answer onto the Anthropic status and error type; `host` names
     the upstream in messages about its key."""

@@ -18,8 +18,8 @@ from typing import TYPE_CHECKING, Any
 from .errors import BridgeError
 from .strict import remove_added_nulls, remove_added_nulls_text
 
-if TYPE_CHECKING:  # stream.py imports the reply context, which imports this module
-    from .stream import EventSource
+if TYPE_CHECKING:  # source.py imports the reply context, which imports this module
+    from .source import EventSource
 
 Event = dict[str, Any]
 

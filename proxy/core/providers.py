@@ -15,8 +15,9 @@ from __future__ import annotations
 import dataclasses
 import functools
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, Protocol, TypeVar
 
 ReasoningStyle = Literal["effort", "openrouter", "deepseek", "none"]
 """How thinking is asked for: `reasoning_effort`; OpenRouter's `reasoning` object; DeepSeek's
@@ -317,14 +318,28 @@ def _split_port(host: str) -> tuple[str, int | None]:
 def detect(host: str, model: str = "") -> Profile:
     """The profile for an upstream at `host` (a host name, `host:port`, or a base URL) serving
     `model`: known hosts first, then local servers' default ports, else the generic profile."""
+    return with_model_traits(locate(PROFILES.values(), host) or GENERIC, model)
+
+
+class Located(Protocol):
+    @property
+    def hosts(self) -> tuple[str, ...]: ...
+    @property
+    def ports(self) -> tuple[int, ...]: ...
+
+
+L = TypeVar("L", bound=Located)
+
+
+def locate(candidates: Iterable[L], host: str) -> L | None:
+    """The candidate for an upstream at `host` (a host name, `host:port`, or a base URL): the
+    first whose `hosts` match, else the first whose `ports` hold a local server's port."""
     name, port = _split_port(host_of(host))
-    profile = next(
-        (p for p in PROFILES.values() for h in p.hosts if _host_matches(name, h)),
-        None,
-    )
-    if profile is None and port is not None:
-        profile = next((p for p in PROFILES.values() if port in p.ports), None)
-    return with_model_traits(profile or GENERIC, model)
+    found = list(candidates)
+    by_host = next((c for c in found for h in c.hosts if _host_matches(name, h)), None)
+    if by_host is not None or port is None:
+        return by_host
+    return next((c for c in found if port in c.ports), None)
 
 
 def _host_matches(name: str, pattern: str) -> bool:
@@ -342,8 +357,10 @@ def with_model_traits(profile: Profile, model: str) -> Profile:
 
 @functools.lru_cache(maxsize=256)
 def resolve(provider: str | None, base_url: str, model: str) -> Profile:
-    """The profile for one request: `provider` when configured, else detected from the URL."""
-    if provider:
+    """The profile for one request: `provider` when configured, else detected from the URL.
+    A name that is no translation profile is a pass-through upstream's (`kimi`, `strict`...:
+    the settings checked it against the mode), whose translation rules never apply."""
+    if provider and provider.strip().lower() in PROFILES:
         return with_model_traits(by_name(provider), model)
     return detect(base_url, model)
 

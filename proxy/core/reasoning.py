@@ -17,6 +17,8 @@ def reasoning_text(
     fields = ("reasoning_details", "reasoning_content", "reasoning")
     for name in (source,) if source else fields:
         value = _get(delta, name)
+        if not value:  # most deltas have none: nothing to join (this runs on every chunk)
+            continue
         if name == "reasoning_details":
             text = "".join(
                 d.get("text") or ""

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..models import anthropic as a
+from . import passthrough_profiles, web_search
 from .builtin_tools import builtin_schema
 from .errors import InvalidRequest
 from .ids import PROXY_SIGNATURE_PREFIX, ToolNames, decode_tool_id, fit_tool_id
@@ -41,10 +42,19 @@ class RequestOptions:
     """Clamp `max_tokens` (Claude Code asks for 128000; many models allow far less)."""
     profile: Profile = GENERIC
     """The upstream's rules (`providers.resolve`); the generic profile applies none."""
+    native_web_search: bool = False
+    """Hand the `web_search` tool to the upstream's own search where it has one (OpenRouter,
+    the Responses API) instead of offering a function the proxy runs."""
+
+    passthrough: passthrough_profiles.PassthroughProfile = passthrough_profiles.GENERIC
+    """Pass-through only: what the upstream's server is spared of the client's request (its
+    profile and the configured `drop_fields` / `drop_betas`)."""
 
     def __post_init__(self) -> None:
         if not isinstance(self.profile, Profile):  # a recording's name or fields
             object.__setattr__(self, "profile", coerce(self.profile))
+        if not isinstance(self.passthrough, passthrough_profiles.PassthroughProfile):
+            object.__setattr__(self, "passthrough", passthrough_profiles.coerce(self.passthrough))
 
 
 @dataclass
@@ -69,6 +79,8 @@ class Translation:
     """Forward `cache_control` on content parts (OpenRouter serving Claude or Gemini)."""
     null_tools: dict[str, dict[str, Any]] = field(default_factory=dict)
     null_output: dict[str, Any] | None = None
+    native_search: bool = False
+    """The upstream runs `web_search` itself: no function is offered for it."""
 
     def call_id(self, client_id: str) -> str:
         return upstream_call_id(client_id, self.profile)
@@ -111,6 +123,7 @@ def translate_request(request: a.MessagesRequest, options: RequestOptions) -> Op
     names = ToolNames([t.name for t in request.tools or ()])
     dropped: list[str] = []
     ctx = Translation(profile, model, names, dropped, profile.forwards_cache_control(model))
+    ctx.native_search = options.native_web_search and profile.name == "openrouter"
     messages = _system_messages(request, ctx)
     messages.extend(_conversation(request.messages, ctx))
     _reasoning_content(messages, ctx)
@@ -249,10 +262,14 @@ def merged_turns(
 
 def _conversation(messages: list[a.Message], ctx: Translation) -> Iterator[dict[str, Any]]:
     for role, blocks in merged_turns(messages):
-        if role == "assistant":
-            yield from _assistant(blocks, ctx)
-        else:
+        if role != "assistant":
             yield from _user(blocks, ctx)
+            continue
+        for part, searches in web_search.rounds(blocks):
+            yield from _assistant(part, ctx)
+            for use, result in searches:
+                output = web_search.history_output(web_search.query_of(use), result.content)
+                yield {"role": "tool", "tool_call_id": _search_call_id(use, ctx), "content": output}
 
 
 # The thinking of an assistant message, until `_reasoning_content` decides whether it goes.
@@ -277,11 +294,16 @@ def _assistant(blocks: list[Any], ctx: Translation) -> Iterator[dict[str, Any]]:
                 "type": "function",
                 "function": {
                     "name": ctx.names.to_upstream(block.name),
-                    "arguments": json.dumps(block.input, ensure_ascii=False),
+                    "arguments": _json(block.input),
                 },
             }
             _restore_signature(call, block.id, signatures, ctx)
             calls.append(call)
+        elif web_search.is_search_use(block):
+            function = {"name": ctx.names.to_upstream(block.name), "arguments": _json(block.input)}
+            calls.append(
+                {"id": _search_call_id(block, ctx), "type": "function", "function": function}
+            )
         elif isinstance(block, a.ThinkingBlock) and profile.passback == "reasoning_content":
             thinking.append(block.thinking)
         elif (
@@ -306,6 +328,14 @@ def _assistant(blocks: list[Any], ctx: Translation) -> Iterator[dict[str, Any]]:
         message[_THINKING] = "\n\n".join(t for t in thinking if t)
     if message["content"] is not None or calls:
         yield message
+
+
+def _search_call_id(block: a.ServerToolUseBlock, ctx: Translation) -> str:
+    return ctx.call_id(web_search.call_id(block.id))
+
+
+def _json(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False)
 
 
 def _restore_signature(
@@ -502,6 +532,9 @@ def _document(block: a.DocumentBlock, ctx: Translation) -> Iterator[dict[str, An
 
 def _tools(request: a.MessagesRequest, body: dict[str, Any], ctx: Translation) -> None:
     tools = list(tool_definitions(request.tools or (), ctx))
+    search = web_search.search_tool(request.tools or ())
+    if search is not None and ctx.native_search:
+        tools.append(web_search.openrouter_tool(search))
     add_tools(
         request, body, tools, ctx, lambda name: {"type": "function", "function": {"name": name}}
     )
@@ -538,6 +571,11 @@ def tool_definitions(tools: Iterable[Any], ctx: Translation) -> Iterator[dict[st
     for tool in tools:
         if isinstance(tool, a.CustomTool):
             description, schema = tool.description, tool.input_schema
+        elif web_search.is_search_tool(tool):
+            web_search.search_tool([tool])  # refused as the API refuses it, whoever searches
+            if ctx.native_search:
+                continue
+            description, schema = web_search.function_definition()
         else:
             builtin = builtin_schema(tool.type)
             if builtin is None:

@@ -12,6 +12,11 @@ A rule may also ask for what the request holds (`features.Features`): thinking o
 tokens than a threshold, images, Claude Code's request class (a subagent's, a compaction...).
 It matches when its pattern and every condition it sets do; a name-only rule matches any
 request for that name.
+
+A rule, `big_model` and `small_model` may name a chain of targets: the first serves, the others
+are tried in order when it fails (proxy/resilience). A target is `upstream:model`, or a model on
+the default upstream (on a rule: on the rule's upstream); the prefix counts only when it names a
+declared upstream, so Ollama's `qwen3:8b` stays a model name.
 """
 
 from __future__ import annotations
@@ -43,6 +48,34 @@ Code takes the window it is told (`CLAUDE_CODE_MAX_CONTEXT_TOKENS`) instead of C
 
 
 @dataclass(frozen=True)
+class Target:
+    """One upstream model a request may be sent to."""
+
+    upstream: str
+    model: str
+
+    def __str__(self) -> str:
+        return f"{self.upstream}:{self.model}"
+
+
+def parse_target(text: str, upstreams: Collection[str], upstream: str = DEFAULT_UPSTREAM) -> Target:
+    """`local:qwen3` -> qwen3 on `local` when `local` is a declared upstream (or `default`);
+    anything else is a model on `upstream`."""
+    name, colon, model = text.partition(":")
+    if colon and model and (name in upstreams or name == DEFAULT_UPSTREAM):
+        return Target(name, model)
+    return Target(upstream, text)
+
+
+def parse_chain(
+    spec: str | Sequence[str] | None, upstreams: Collection[str], upstream: str = DEFAULT_UPSTREAM
+) -> tuple[Target, ...]:
+    """The targets a setting names, in order: one string or a list of them."""
+    texts = [spec] if isinstance(spec, str) else list(spec or ())
+    return tuple(parse_target(text, upstreams, upstream) for text in texts if text)
+
+
+@dataclass(frozen=True)
 class Rule:
     pattern: str = "*"
     """A shell-style glob matched against the client's model name, case-insensitively."""
@@ -57,6 +90,8 @@ class Rule:
     """Set: the request must (True) or must not (False) hold an image."""
     request_class: str | None = None
     """Set: Claude Code's request class must be it (`subagent`, `compaction`, `main`...)."""
+    fallbacks: tuple[Target, ...] = ()
+    """Tried in order after the rule's own target, when it fails."""
 
     def describe(self) -> str:
         """The pattern and what the rule asks beyond the name: `*haiku*, thinking`."""
@@ -85,18 +120,26 @@ class Route:
     why: str = field(default="", compare=False)
     """What chose it, for the dashboard and the logs: `rule 2 (claude-haiku-*)`, `haiku tier`,
     `big_model`, `gateway id`, `as asked`."""
+    fallbacks: tuple[Target, ...] = ()
+    """Where the request goes next, in order, if `upstream`/`model` fails it."""
+
+    @property
+    def targets(self) -> tuple[Target, ...]:
+        """The whole chain, this route's own target first."""
+        return (Target(self.upstream, self.model), *self.fallbacks)
 
 
 def route(
     client_model: str,
     *,
-    big_model: str | None,
-    small_model: str | None,
+    big_model: str | Sequence[str] | None,
+    small_model: str | Sequence[str] | None,
     rules: Sequence[Rule] = (),
     upstreams: Collection[str] = (),
     features: Features = PLAIN,
 ) -> Route:
-    """`upstreams`: the named upstreams a gateway id may name (the default one always);
+    """`big_model`, `small_model`: a target or a chain of them (`parse_chain`); `upstreams`:
+    the named upstreams a gateway id or a target may name (the default one always);
     `features`: what the request holds, for the rules that ask (default: a plain request)."""
     addressed = gateway_route(client_model, upstreams)
     if addressed is not None:
@@ -104,15 +147,21 @@ def route(
     for number, rule in enumerate(rules, 1):
         if _matches(client_model, rule) and rule.takes(features):
             why = f"rule {number} ({rule.describe()})"
-            return Route(rule.upstream, rule.model or client_model, why)
+            return Route(rule.upstream, rule.model or client_model, why, rule.fallbacks)
     family = tier(client_model)
-    if family in SMALL_TIERS and small_model:
-        return Route(DEFAULT_UPSTREAM, small_model, f"{family} tier: small_model")
+    small = parse_chain(small_model, upstreams)
+    if family in SMALL_TIERS and small:
+        return _chained(small, f"{family} tier: small_model")
     # Unknown names go to the big model too: a client picked a model, so it wants a capable one.
-    if big_model:
-        why = f"{family} tier: big_model" if family else "no rule: big_model"
-        return Route(DEFAULT_UPSTREAM, big_model, why)
+    big = parse_chain(big_model, upstreams)
+    if big:
+        return _chained(big, f"{family} tier: big_model" if family else "no rule: big_model")
     return Route(DEFAULT_UPSTREAM, client_model, "as asked")
+
+
+def _chained(targets: tuple[Target, ...], why: str) -> Route:
+    first, *rest = targets
+    return Route(first.upstream, first.model, why, tuple(rest))
 
 
 def matching_rule(client_model: str, rules: Sequence[Rule]) -> Rule | None:

@@ -16,14 +16,14 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterable
-from typing import Any, Protocol
+from typing import Any
 
-from . import untrusted
-from .context import ReplyContext, message_start
+from .context import ReplyContext
 from .errors import BridgeError, UpstreamError, from_stream_error
 from .ids import Carried, proxy_signature, tool_id_to_client
 from .jsonfix import RAW_ARGUMENTS_KEY, parse_arguments, repair
 from .reasoning import encrypted_reasoning, reasoning_signature, reasoning_text
+from .source import EventSource, Translator
 from .sse import SSEDecoder
 from .stop import stop_reason
 from .usage import anthropic_usage, with_timings
@@ -281,11 +281,11 @@ class _ToolCall:
         self.extra: dict[str, Any] | None = None  # Gemini's extra_content (thought signature)
 
 
-class StreamTranslator:
+class StreamTranslator(Translator):
+    unit = "a chunk"
+
     def __init__(self, ctx: ReplyContext) -> None:
-        self._ctx = ctx
-        self._started = False
-        self._done = False
+        super().__init__(ctx)
         self._index = -1  # of the newest block
         self._open: str | None = None  # type of the open block
         self._thinking: list[str] = []  # text of the open thinking block
@@ -299,47 +299,14 @@ class StreamTranslator:
         self._finish: str | None = None
         self._native_finish: Any = None
         self._matched_stop: Any = None
-        self._usage: dict[str, Any] | None = None
-        self._chars = 0
         self._saw_text = False
         self._saw_refusal = False
 
-    @property
-    def started(self) -> bool:
-        return self._started
-
-    @property
-    def done(self) -> bool:
-        """`message_stop` or `error` was emitted: nothing more will be."""
-        return self._done
-
-    @property
-    def output_estimate(self) -> int:
-        """Output tokens guessed from the characters produced, for upstreams without usage."""
-        return (self._chars + 3) // 4
-
-    @property
-    def upstream_usage(self) -> dict[str, Any] | None:
-        """The upstream's own usage object, as last sent (its reasoning tokens and cost)."""
-        return self._usage
-
-    def start(self) -> list[Event]:
-        if self._started:
-            return []
-        self._started = True
-        return message_start(self._ctx)
-
     def feed_data(self, data: str) -> list[Event]:
         """One upstream SSE `data` field: a chunk, `[DONE]`, or a keep-alive to ignore."""
-        if self._done:
-            return []
-        if data.strip() == "[DONE]":
+        if not self._done and data.strip() == "[DONE]":
             return self._end()
-        try:
-            chunk = untrusted.event(data)
-        except untrusted.TooDeep as exc:
-            return self.fail(UpstreamError(f"upstream sent a chunk of {exc}", status=502))
-        return [] if chunk is None else self.feed(chunk)
+        return super().feed_data(data)
 
     def feed(self, chunk: dict[str, Any]) -> list[Event]:
         if self._done:
@@ -378,14 +345,6 @@ class StreamTranslator:
         if self._finish is None:
             return self.fail(UpstreamError("upstream stream ended before the reply was complete"))
         return self._end()
-
-    def fail(self, error: BridgeError) -> list[Event]:
-        if self._done:
-            return []
-        out = self.start()
-        self._done = True
-        out.append(error.event())
-        return out
 
     # -- content -------------------------------------------------------------------------
 
@@ -573,20 +532,6 @@ def _delta(index: int, delta: dict[str, Any]) -> Event:
 
 def _text(value: Any) -> str:
     return value if isinstance(value, str) else ""
-
-
-class EventSource(Protocol):
-    """What turns upstream SSE `data` into the client's events: `StreamTranslator`, or
-    `passthrough.PassthroughStream` for upstreams that speak Anthropic already."""
-
-    @property
-    def done(self) -> bool: ...
-    @property
-    def upstream_usage(self) -> dict[str, Any] | None: ...
-    def start(self) -> list[Event]: ...
-    def feed_data(self, data: str) -> list[Event]: ...
-    def finish(self) -> list[Event]: ...
-    def fail(self, error: BridgeError) -> list[Event]: ...
 
 
 def run_sse(

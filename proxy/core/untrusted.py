@@ -19,12 +19,20 @@ import math
 import re
 from typing import Any
 
+import orjson
+
 MAX_DEPTH = 128
 
 # Only text with one of these escapes can hold a surrogate once parsed (the UTF-8 decoding of
 # the bytes replaced any encoded one): the common case skips the walk.
 _SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
 _SURROGATE = re.compile("[\ud800-\udfff]")
+# orjson reads integers past 64 bits as floats, where Python's parser keeps them exact: text
+# with 19 digits in a row takes Python's path (a string of digits costs it only the speed).
+# Digits mapped to "0" and a search for a run: a fifth of what a regular expression costs.
+_DIGITS_TO_ZERO = bytes.maketrans(b"123456789", b"000000000")
+_LONG_RUN = b"0" * 19
+_SLOW = object()
 
 
 class TooDeep(ValueError):
@@ -36,7 +44,16 @@ class TooDeep(ValueError):
 
 def loads(data: str | bytes) -> Any:
     """`data` parsed; `ValueError` (or its `TooDeep`) when it is not JSON this proxy can use.
-    Bytes are read as UTF-8, bad sequences replaced, as the SSE decoder reads them."""
+    Bytes are read as UTF-8, bad sequences replaced, as the SSE decoder reads them.
+
+    orjson first (a few times faster; it is on every streamed chunk): it refuses everything
+    the rules above settle (lone surrogates, bad UTF-8, a byte-order mark, NaN, Infinity,
+    1e999, nesting past 1,024), so what it takes needs only the depth check, and what it
+    refuses takes Python's path, which settles it as before. Big integers are the one thing it
+    reads differently, so text that may hold one goes to Python's path first."""
+    value = _fast(data)
+    if value is not _SLOW:
+        return value
     text = data.decode("utf-8", "replace") if isinstance(data, (bytes, bytearray)) else data
     text = text.removeprefix("\ufeff")
     try:
@@ -46,6 +63,31 @@ def loads(data: str | bytes) -> Any:
     if text.count("{") + text.count("[") > MAX_DEPTH or _SURROGATE_ESCAPE.search(text):
         value = _checked(value)
     return value
+
+
+def _fast(data: str | bytes) -> Any:
+    """`data` as orjson reads it, checked for depth; `_SLOW` when Python's path must decide."""
+    if isinstance(data, str):
+        try:
+            data = data.encode()
+        except UnicodeEncodeError:  # a lone surrogate
+            return _SLOW
+    if not orjson_reads_exactly(data):
+        return _SLOW
+    try:
+        value = orjson.loads(data)
+    except orjson.JSONDecodeError:
+        return _SLOW
+    # Nesting deeper than `MAX_DEPTH` needs more brackets than that: short text cannot.
+    if len(data) > 2 * MAX_DEPTH and data.count(b"{") + data.count(b"[") > MAX_DEPTH:
+        value = _checked(value)
+    return value
+
+
+def orjson_reads_exactly(data: bytes) -> bool:
+    """Whether orjson, if it reads `data` at all, reads what Python's parser would: it takes
+    integers past 64 bits for floats, so not when `data` has 19 digits in a row."""
+    return _LONG_RUN not in data.translate(_DIGITS_TO_ZERO)
 
 
 def event(data: str) -> dict[str, Any] | None:

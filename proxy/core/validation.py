@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Iterable
 from typing import Any, Literal, TypeVar
 
+import orjson
 from pydantic import BaseModel, ValidationError
 
 from ..models.anthropic import AT, PAYLOADS_ELIDED, TAG_PREFIX
@@ -17,8 +19,24 @@ M = TypeVar("M", bound=BaseModel)
 MAX_DEPTH = 128
 
 
+NOT_FINITE = "request body has a number JSON cannot carry (NaN or Infinity)"
+
+
+class NotFinite(ValueError):
+    """A number too big for a double (1e999), which Python reads as infinity."""
+
+
 def _refuse_constant(name: str) -> Any:
     raise ValueError(f"{name} is not a JSON number")
+
+
+def _finite(text: str) -> float:
+    # Refused here rather than when the body is written out again: orjson, which writes it,
+    # would write infinity as null.
+    number = float(text)
+    if not math.isfinite(number):
+        raise NotFinite(text)
+    return number
 
 
 def parse_body(raw: bytes, model: type[M]) -> M:
@@ -26,15 +44,37 @@ def parse_body(raw: bytes, model: type[M]) -> M:
 
 
 def parse_object(raw: bytes) -> dict[str, Any]:
-    """The body as a JSON object, or the `invalid_request_error` saying why it is not one."""
+    """The body as a JSON object, or the `invalid_request_error` saying why it is not one.
+
+    orjson reads it when it can (a 480 KB Claude Code body: a third less time, and no
+    surrogate checks after it). It refuses what the checks here are for (lone surrogates, NaN,
+    Infinity, a number past a double like 1e999, nesting past 1,024 levels): those bodies take
+    Python's parser and get its words. It reads integers past 64 bits as floats: a body where
+    the scan finds a float that big is read again by Python's parser, which keeps them exact."""
+    try:
+        data = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        pass
+    else:
+        if not isinstance(data, dict):
+            raise InvalidRequest("request body must be a JSON object")
+        problem = _scan(data, read_by_orjson=True)
+        if problem != "big number":
+            return _refused(data, problem)
     try:
         # Python's json reads NaN and Infinity, which JSON (and every upstream) refuses.
-        data = json.loads(raw, parse_constant=_refuse_constant)
+        data = json.loads(raw, parse_constant=_refuse_constant, parse_float=_finite)
+    except NotFinite:
+        raise InvalidRequest(NOT_FINITE) from None
     except (ValueError, RecursionError) as exc:
         raise InvalidRequest(f"request body is not valid JSON: {_short(exc)}") from None
     if not isinstance(data, dict):
         raise InvalidRequest("request body must be a JSON object")
-    problem = _scan(data)
+    return _refused(data, _scan(data, read_by_orjson=False))
+
+
+def _refused(data: dict[str, Any], problem: Problem | None) -> dict[str, Any]:
+    """`data`, unless the scan found a `problem` with it."""
     if problem == "deep":
         raise InvalidRequest(f"request body nests deeper than {MAX_DEPTH} levels")
     if problem == "surrogate":
@@ -68,7 +108,12 @@ def describe(exc: ValidationError) -> str:
     return f"{'.'.join(path) or 'body'}: {message}{more}"
 
 
-def _scan(data: dict[str, Any]) -> Literal["deep", "surrogate"] | None:
+Problem = Literal["deep", "surrogate", "big number"]
+# orjson reads integers in [-2**63, 2**64) exactly; past that, a float at least this big.
+_ORJSON_EXACT = float(2**63)
+
+
+def _scan(data: dict[str, Any], read_by_orjson: bool) -> Problem | None:
     """What makes `data` unfit to go on, found in one pass over it.
 
     A lone UTF-16 surrogate (`"\\ud800"` is valid JSON; so are the bytes ED A0 80 to
@@ -76,14 +121,17 @@ def _scan(data: dict[str, Any]) -> Literal["deep", "surrogate"] | None:
     it fails wherever the request is written out again - after the upstream call, for `model`.
     One generic pass covers every string and key, wherever clients put them; scalars are
     checked in place rather than stacked, which makes it cheaper than the depth check alone was.
+    orjson refuses surrogates: what it read is looked at for floats that may have been big
+    integers instead.
     """
     stack: list[tuple[dict[str, Any] | list[Any], int]] = [(data, 0)]
     while stack:
         node, depth = stack.pop()
         if isinstance(node, dict):
-            for key in node:
-                if not key.isascii() and _lone_surrogate(key):
-                    return "surrogate"
+            if not read_by_orjson:
+                for key in node:
+                    if not key.isascii() and _lone_surrogate(key):
+                        return "surrogate"
             values: Iterable[Any] = node.values()
         else:
             values = node
@@ -91,12 +139,14 @@ def _scan(data: dict[str, Any]) -> Literal["deep", "surrogate"] | None:
         if depth > MAX_DEPTH and node:
             return "deep"
         for value in values:
-            # `isascii` is O(1) on CPython: only non-ASCII strings pay for the encode.
-            if isinstance(value, str):
-                if not value.isascii() and _lone_surrogate(value):
-                    return "surrogate"
-            elif isinstance(value, (dict, list)):
+            if isinstance(value, (dict, list)):
                 stack.append((value, depth))
+            elif read_by_orjson:
+                if type(value) is float and not -_ORJSON_EXACT < value < _ORJSON_EXACT:
+                    return "big number"
+            # `isascii` is O(1) on CPython: only non-ASCII strings pay for the encode.
+            elif isinstance(value, str) and not value.isascii() and _lone_surrogate(value):
+                return "surrogate"
     return None
 
 

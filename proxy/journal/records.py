@@ -13,8 +13,8 @@ translation (`replay diff`), re-send it (`replay send`) or answer its upstream c
     agent_id            the subagent of that conversation that asked, if one did
     timings             wall-clock start; first upstream byte, first client byte, end (ms)
     client              method, path, headers (redacted), body
-    routing             client model -> upstream model, what chose it, the translation
-                        options, message id
+    routing             client model -> upstream model, what chose it, the dialect, the
+                        translation options, message id
     upstream            request (url, headers, body); response (status, headers, body or the
                         raw chunks with millisecond offsets); transport error; earlier tries
     reply               what the client got: status and body, or the SSE events with offsets
@@ -82,7 +82,8 @@ class Routing(_Model):
     upstream: str | None = None
     """The name of the upstream (recordings before several upstreams: none)."""
     mode: str = "openai"
-    """`anthropic`: the request and reply were passed through, not translated."""
+    """The dialect the upstream was spoken to in (`core.dialects`): `openai` (Chat
+    Completions), `responses`, or `anthropic` (passed through, not translated)."""
     upstream_model: str = ""
     stream: bool = False
     options: dict[str, Any] | None = None

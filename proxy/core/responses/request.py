@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from ...models import anthropic as a
+from .. import web_search
 from ..errors import InvalidRequest
 from ..ids import ToolNames
 from ..request import (
@@ -49,6 +50,7 @@ def translate_request(request: a.MessagesRequest, options: RequestOptions) -> Op
     profile, model = options.profile, options.model
     names = ToolNames([t.name for t in request.tools or ()])
     ctx = Translation(profile, model, names, [], cache_control=False)
+    ctx.native_search = options.native_web_search
     body: dict[str, Any] = {"model": model}
     instructions = _instructions(request, ctx)
     if instructions:
@@ -249,6 +251,8 @@ def _assistant(blocks: list[Any], ctx: Translation) -> Iterator[Item]:
                 items.append(reasoning)
         elif isinstance(block, a.MidConversationSystemBlock):
             items.append(_system(block.text))
+        elif web_search.is_search_use(block) or web_search.is_search_result(block):
+            items.extend(_search_items(block, blocks, ctx))
         else:
             ctx.dropped.append(f"assistant {block.type} block")
     flush()
@@ -257,6 +261,28 @@ def _assistant(blocks: list[Any], ctx: Translation) -> Iterator[Item]:
         items.pop()
         ctx.dropped.append("assistant thinking block with nothing after it")
     yield from items
+
+
+def _search_items(block: Any, blocks: list[Any], ctx: Translation) -> Iterator[Item]:
+    """A search the proxy ran, as the function call and output the model made and read."""
+    if isinstance(block, a.ServerToolUseBlock):
+        if any(web_search.is_search_result(b) and b.tool_use_id == block.id for b in blocks):
+            yield {
+                "type": "function_call",
+                "call_id": ctx.call_id(web_search.call_id(block.id)),
+                "name": ctx.names.to_upstream(block.name),
+                "arguments": json.dumps(block.input, ensure_ascii=False),
+            }
+        return
+    use = next(
+        (b for b in blocks if web_search.is_search_use(b) and b.id == block.tool_use_id), None
+    )
+    if use is not None:
+        yield {
+            "type": "function_call_output",
+            "call_id": ctx.call_id(web_search.call_id(use.id)),
+            "output": web_search.history_output(web_search.query_of(use), block.content),
+        }
 
 
 def _reasoning_item(
@@ -292,6 +318,11 @@ def _tools(request: a.MessagesRequest, body: dict[str, Any], ctx: Translation) -
     for definition in tool_definitions(request.tools or (), ctx):
         function = dict(definition["function"])
         tools.append({"type": "function", **function, "strict": function.get("strict", False)})
+    search = web_search.search_tool(request.tools or ())
+    if search is not None and ctx.native_search:
+        native, dropped = web_search.responses_tool(search)
+        tools.append(native)
+        ctx.dropped.extend(dropped)
     add_tools(request, body, tools, ctx, lambda name: {"type": "function", "name": name})
 
 

@@ -1,11 +1,11 @@
 """Responses API stream events -> Anthropic stream events (PROTOCOL.md 10.7, 10.10).
 
-`ResponsesStreamTranslator` has `StreamTranslator`'s interface (`start`, `feed_data`, `finish`,
-`fail`, `done`, `upstream_usage`, `output_estimate`), so the relay drives either alike. A state
-machine keyed on `output_index`: each item opens its block when it has something to show, and
-closes it at `response.output_item.done`, which carries what only it has (the reasoning's final
-`encrypted_content`; the arguments of servers that stream none). Content and stop reason follow
-`reply.py`, so a streamed and a JSON answer to the same reply say the same thing.
+`ResponsesStreamTranslator` shares `StreamTranslator`'s base (`source.Translator`), so the relay
+drives either alike. A state machine keyed on `output_index`: each item opens its block when it
+has something to show, and closes it at `response.output_item.done`, which carries what only it
+has (the reasoning's final `encrypted_content`; the arguments of servers that stream none).
+Content and stop reason follow `reply.py`, so a streamed and a JSON answer to the same reply say
+the same thing.
 
 The stream ends with `response.completed` or `response.incomplete` (there is no `[DONE]`);
 `response.failed` and `error` events become an Anthropic `error` event, and so does a body that
@@ -18,11 +18,11 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from .. import untrusted
-from ..context import ReplyContext, message_start
-from ..errors import BridgeError, UpstreamError
+from ..context import ReplyContext
+from ..errors import UpstreamError
 from ..ids import proxy_signature
 from ..nulls import NullFilter
+from ..source import Translator
 from ..stream import _Arguments as Arguments  # the chat dialect's live argument validator
 from ..usage import anthropic_usage
 from .carrier import Kind
@@ -66,13 +66,11 @@ class _Item:
     position: int = -1  # among the reply's tool calls, once its block opened
 
 
-class ResponsesStreamTranslator:
+class ResponsesStreamTranslator(Translator):
     def __init__(self, ctx: ReplyContext, *, scope: str = GENERIC_SCOPE) -> None:
-        self._ctx = ctx
+        super().__init__(ctx)
         self._scope = scope
         self._filter = NullFilter(ctx.added_nulls)
-        self._started = False
-        self._done = False
         self._index = -1  # of the newest block
         self._open: str | None = None  # type of the open block
         self._owner: Owner | None = None
@@ -81,40 +79,6 @@ class ResponsesStreamTranslator:
         self._calls = 0
         self._text = False
         self._refusal = False
-        self._usage: dict[str, Any] | None = None
-        self._chars = 0
-
-    @property
-    def started(self) -> bool:
-        return self._started
-
-    @property
-    def done(self) -> bool:
-        """`message_stop` or `error` was emitted: nothing more will be."""
-        return self._done
-
-    @property
-    def output_estimate(self) -> int:
-        """Output tokens guessed from the characters produced, for upstreams without usage."""
-        return (self._chars + 3) // 4
-
-    @property
-    def upstream_usage(self) -> dict[str, Any] | None:
-        """The upstream's usage, in Chat Completions' shape (`output.chat_usage`)."""
-        return self._usage
-
-    def start(self) -> list[Event]:
-        return self._filter(self._start())
-
-    def feed_data(self, data: str) -> list[Event]:
-        """One upstream SSE `data` field: an event object; anything else is skipped."""
-        if self._done:
-            return []
-        try:
-            event = untrusted.event(data)
-        except untrusted.TooDeep as exc:
-            return self.fail(UpstreamError(f"upstream sent an event of {exc}", status=502))
-        return [] if event is None else self.feed(event)
 
     def feed(self, event: dict[str, Any]) -> list[Event]:
         if self._done:
@@ -127,24 +91,10 @@ class ResponsesStreamTranslator:
             return []
         return self.fail(UpstreamError("upstream stream ended before the reply was complete"))
 
-    def fail(self, error: BridgeError) -> list[Event]:
-        if self._done:
-            return []
-        return self._filter(self._fail(error))
+    def _out(self, events: list[Event]) -> list[Event]:
+        return self._filter(events)  # blocks that may hold added nulls go whole, cleaned
 
     # -- events --------------------------------------------------------------------------
-
-    def _start(self) -> list[Event]:
-        if self._started:
-            return []
-        self._started = True
-        return message_start(self._ctx)
-
-    def _fail(self, error: BridgeError) -> list[Event]:
-        out = self._start()
-        self._done = True
-        out.append(error.event())
-        return out
 
     def _event(self, event: dict[str, Any]) -> list[Event]:
         kind = event.get("type")

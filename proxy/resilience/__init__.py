@@ -1,0 +1,1 @@
+"""Fallback chains, key pools and circuit breakers (issue 16)."""

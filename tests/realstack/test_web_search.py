@@ -1,0 +1,164 @@
+"""Claude Code's WebSearch tool through claude-bridge, on a model without web search.
+
+The real Claude Code asks a scripted upstream (tests/upstream.py's FakeUpstream, a real HTTP
+server) something that needs a search. The script calls Claude Code's `WebSearch` tool; Claude
+Code then makes its side request with Anthropic's `web_search` server tool (PROTOCOL.md 12.2),
+which claude-bridge answers by offering the model a `web_search` function, running the search
+against a fake SearXNG (another FakeUpstream), and sending the `server_tool_use` and
+`web_search_tool_result` blocks. Claude Code must report one search, and the main model must
+get the fake backend's results in its `WebSearch` tool result.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import tomli_w
+
+from upstream import (
+    DONE,
+    FakeUpstream,
+    JSONReply,
+    RecordedRequest,
+    Reply,
+    SSEReply,
+    chunk,
+    openai_usage,
+    text_stream,
+)
+
+from . import build
+from .conftest import Bridge, Claude, _base_env
+from .support import Process, Recorder, free_port
+
+pytestmark = pytest.mark.realstack
+
+TRIGGER = "realstack-websearch"
+QUERY = "claude-bridge web search marker"
+RESULT_URL = "https://results.example/marker-page"
+RESULT_TITLE = "Marker page found by the fake SearXNG"
+SUMMARY = "The fake backend found the marker page."
+FINAL = "Searched and found the marker page."
+
+
+def searxng(request: RecordedRequest) -> Reply:
+    return JSONReply(
+        {
+            "query": QUERY,
+            "results": [
+                {"url": RESULT_URL, "title": RESULT_TITLE, "content": "marker snippet"},
+                {"url": "https://results.example/second", "title": "Second", "content": "more"},
+            ],
+        }
+    )
+
+
+def _call(name: str, arguments: dict[str, Any]) -> SSEReply:
+    call = {
+        "index": 0,
+        "id": "call_ws1",
+        "type": "function",
+        "function": {"name": name, "arguments": json.dumps(arguments)},
+    }
+    return SSEReply(
+        [
+            chunk({"role": "assistant", "content": None, "tool_calls": [call]}),
+            chunk({}, finish_reason="tool_calls"),
+            chunk(choices=False, usage=openai_usage()),
+            DONE,
+        ]
+    )
+
+
+def _text(text: str) -> SSEReply:
+    return SSEReply(text_stream([text]))
+
+
+def model(request: RecordedRequest) -> Reply:
+    """The scripted model: what it answers depends only on the request."""
+    body = request.json or {}
+    tools = [t.get("function", {}).get("name") for t in body.get("tools") or []]
+    messages = body.get("messages") or []
+    last = messages[-1] if messages else {}
+    text = json.dumps(last.get("content"))
+    if "web_search" in tools:  # Claude Code's side request, its server tool made a function
+        if last.get("role") == "tool":
+            return _text(SUMMARY)
+        return _call("web_search", {"query": QUERY})
+    if last.get("role") == "tool":  # the WebSearch tool result, back in the main loop
+        return _text(FINAL)
+    if "WebSearch" in tools and TRIGGER in text:
+        return _call("WebSearch", {"query": QUERY})
+    return _text("ok")
+
+
+@pytest.fixture(scope="module")
+def bridge(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Bridge]:
+    work = tmp_path_factory.mktemp("websearch")
+    with FakeUpstream() as upstream, FakeUpstream() as search:
+        upstream.always(model)
+        search.always(searxng)
+        home = work / "home-bridge"
+        home.mkdir()
+        config = home / "config.toml"
+        config.write_text(tomli_w.dumps({"web_search": {"backend": "searxng", "url": search.base_url}}))
+        back = Recorder(upstream.base_url)
+        env = {
+            **_base_env(home),
+            "CLAUDE_BRIDGE_CONFIG": str(config),
+            "OPENAI_BASE_URL": back.url,
+            "OPENAI_API_KEY": "sk-realstack-not-a-key",
+            "BIG_MODEL": "scripted",
+            "SMALL_MODEL": "scripted",
+            "CLAUDE_BRIDGE_LOG_LEVEL": "debug",
+        }
+        port = free_port()
+        command = Path(sys.executable).parent / "claude-bridge"
+        argv: list[str | Path] = [command, "serve", "--host", "127.0.0.1", "--port", str(port), "--no-dashboard"]
+        process = Process("claude-bridge (websearch)", argv, url=f"http://127.0.0.1:{port}",
+                          log=work / "bridge-websearch.log", env=env, cwd=home)
+        front: Recorder | None = None
+        try:
+            process.wait_ready("/", 60)
+            front = Recorder(process.url)
+            yield Bridge(front.url, front, back, process, upstream.base_url)
+        finally:
+            process.stop()
+            back.close()
+            if front is not None:
+                front.close()
+
+
+def test_claude_code_does_one_search_with_the_backends_results(
+    artefacts: build.Artefacts, bridge: Bridge, tmp_path: Path
+) -> None:
+    claude = Claude(artefacts.claude, bridge, tmp_path / "home", tmp_path / "workspace")
+    run = claude.run(
+        "-p", f"{TRIGGER}: search the web for the marker",
+        "--allowedTools", "WebSearch",
+        "--output-format", "stream-json", "--verbose",
+    )
+    assert run.returncode == 0, f"{run.report()}\n{bridge.logs()}"
+    events = run.events()
+    # Claude Code's own account of the tool run (its stream-json `tool_use_result`).
+    results = [e["tool_use_result"] for e in events if isinstance(e.get("tool_use_result"), dict)]
+    searches = [r for r in results if r.get("query") == QUERY]
+    assert searches, run.report()
+    assert searches[0]["searchCount"] == 1
+    links = searches[0]["results"][0]["content"]
+    assert {"title": RESULT_TITLE, "url": RESULT_URL} in links
+    # What the main model read: the fake backend's results in the WebSearch tool result.
+    tool_results = [
+        block
+        for e in events
+        if e.get("type") == "user"
+        for block in e["message"]["content"]
+        if isinstance(block, dict) and block.get("type") == "tool_result"
+    ]
+    assert any(RESULT_URL in json.dumps(b) and SUMMARY in json.dumps(b) for b in tool_results)
+    assert run.result()["result"] == FINAL

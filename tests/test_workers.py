@@ -1,0 +1,221 @@
+"""`claude-bridge serve --workers 2` as a user runs it: a real process on a free port in front of
+a scripted upstream (proxy/workers.py, cli/commands/serve.py).
+
+Two runs: one records a journal, answers requests on fresh connections, and is stopped with
+SIGTERM while a stream is in flight; one loses a worker to SIGKILL. Each costs a few seconds
+(two interpreters start per run).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import signal
+import subprocess
+import sys
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+import httpx
+import pytest
+from conftest import UPSTREAM_KEY
+from typer.testing import CliRunner
+from upstream import FakeUpstream, JSONReply, Pause, SSEReply, completion, text_stream
+
+from claude_bridge.cli.main import app as cli_app
+
+CLI = Path(sys.executable).parent / "claude-bridge"
+WAIT = 30.0
+"""Seconds anything may take before the test fails instead of hanging."""
+HI = [{"role": "user", "content": "hi"}]
+
+
+@dataclass
+class Serve:
+    """A running `claude-bridge serve --log-format json`: its JSON lines, read as they come."""
+
+    process: subprocess.Popen[str]
+    out: queue.Queue[dict[str, Any]] = field(default_factory=queue.Queue)
+    err: queue.Queue[str] = field(default_factory=queue.Queue)
+    url: str = ""
+    readers: list[threading.Thread] = field(default_factory=list)
+
+    def start(self) -> Serve:
+        assert self.process.stdout is not None and self.process.stderr is not None
+        self.readers = [
+            threading.Thread(target=self._read, args=(self.process.stdout, True), daemon=True),
+            threading.Thread(target=self._read, args=(self.process.stderr, False), daemon=True),
+        ]
+        for reader in self.readers:
+            reader.start()
+        listening = self.next_event(lambda e: e.get("event") == "listening")
+        self.url = f"http://{listening['listen']}"
+        return self
+
+    def _read(self, stream: IO[str], is_json: bool) -> None:
+        for line in stream:
+            if is_json:
+                self.out.put(json.loads(line))
+            else:
+                self.err.put(line)
+
+    def next_event(self, wanted: Callable[[dict[str, Any]], bool]) -> dict[str, Any]:
+        while True:
+            event = self.out.get(timeout=WAIT)
+            if wanted(event):
+                return event
+
+    def next_log(self, text: str) -> str:
+        while True:
+            line = self.err.get(timeout=WAIT)
+            if text in line:
+                return line
+
+    def workers(self) -> set[int]:
+        """The worker processes' pids (the parent's children but multiprocessing's tracker)."""
+        found = set()
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit():
+                continue
+            try:
+                stat = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+                command = (entry / "cmdline").read_bytes()
+            except OSError:
+                continue
+            if int(stat[1]) == self.process.pid and b"spawn_main" in command:
+                found.add(int(entry.name))
+        return found
+
+    def stop(self) -> int:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+        try:
+            return self.process.wait(WAIT)
+        finally:
+            if self.process.poll() is None:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait(WAIT)
+            for worker in self.workers():  # none, unless the parent failed to stop them
+                os.kill(worker, signal.SIGKILL)
+            for reader in self.readers:  # to the end of the output: every process is gone
+                reader.join(WAIT)
+            for stream in (self.process.stdout, self.process.stderr):
+                if stream is not None:
+                    stream.close()
+
+
+@pytest.fixture
+def serve(upstream: FakeUpstream, tmp_path: Path) -> Iterator[Callable[..., Serve]]:
+    started: list[Serve] = []
+
+    def run(*args: str) -> Serve:
+        env = {
+            **{
+                k: v
+                for k, v in os.environ.items()
+                if not k.startswith(("CLAUDE_BRIDGE_", "OPENAI_"))
+            },
+            "CLAUDE_BRIDGE_HOME": str(tmp_path / "home"),
+            "OPENAI_BASE_URL": upstream.base_url,
+            "OPENAI_API_KEY": UPSTREAM_KEY,
+            "BIG_MODEL": "big",
+            "CLAUDE_BRIDGE_RETRIES": "0",
+        }
+        command = [str(CLI), "serve", "--port", "0", "--workers", "2", "--log-format", "json"]
+        process = subprocess.Popen(
+            [*command, *args],
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            start_new_session=True,
+        )
+        served = Serve(process)
+        started.append(served)
+        return served.start()
+
+    yield run
+    for served in started:
+        served.stop()
+
+
+def fresh_requests(url: str, count: int) -> list[str]:
+    """`count` requests, each on a new connection (spread over the workers by the kernel);
+    the request ids of the answers."""
+    body = {"model": "claude-sonnet-4-5", "max_tokens": 16, "messages": HI}
+    ids = []
+    for _ in range(count):
+        with httpx.Client(timeout=WAIT) as http:
+            answer = http.post(url + "/v1/messages", json=body)
+        assert answer.status_code == 200, answer.text
+        ids.append(answer.headers["request-id"])
+    return ids
+
+
+def test_two_workers_serve_one_port_record_one_journal_and_drain_on_sigterm(
+    serve: Callable[..., Serve], upstream: FakeUpstream, tmp_path: Path
+) -> None:
+    journal = tmp_path / "journal"
+    served = serve("--record-dir", str(journal))
+    upstream.always(JSONReply(completion("Hello.")))
+    sent = fresh_requests(served.url, 24)
+    assert len(served.workers()) == 2
+    finished = [served.next_event(lambda e: e.get("event") == "finish") for _ in sent]
+    assert sorted(e["request_id"] for e in finished) == sorted(sent)  # shown by the parent
+
+    # A stream in flight when SIGTERM comes: it ends as it should, then both workers exit.
+    upstream.always(None)
+    # The pause makes the window the signal arrives in; the grace period (5 s) outlasts it.
+    first, rest = text_stream(["Still ", "here."])[:2], text_stream(["Still ", "here."])[2:]
+    upstream.reply(SSEReply([*first, Pause(1.0), *rest]))
+    body = {"model": "claude-sonnet-4-5", "max_tokens": 16, "messages": HI, "stream": True}
+    with (
+        httpx.Client(timeout=WAIT) as http,
+        http.stream("POST", served.url + "/v1/messages", json=body) as stream,
+    ):
+        lines = stream.iter_lines()
+        assert next(line for line in lines if "Still" in line)
+        served.process.send_signal(signal.SIGTERM)
+        stopping = served.next_event(lambda e: e.get("event") == "stopping")
+        assert stopping["in_flight"] == 1
+        after = list(lines)
+    assert any("message_stop" in line for line in after), after
+    assert served.stop() == 0
+    assert served.workers() == set()
+
+    files = sorted(path.name for path in journal.glob("*.jsonl"))
+    assert [name.rsplit("-", 1)[1] for name in files] == ["w1.jsonl", "w2.jsonl"], files
+    for path in journal.glob("*.jsonl"):
+        assert path.read_text().strip(), f"{path.name}: this worker answered nothing"
+    listed = CliRunner().invoke(cli_app, ["replay", "list", str(journal), "--json", "-n", "0"])
+    assert listed.exit_code == 0, listed.output
+    records = json.loads(listed.stdout)
+    assert len(records) == len(sent) + 1
+    assert {r["request_id"] for r in records} >= set(sent)
+    assert [r["id"] for r in records] == sorted((r["id"] for r in records), reverse=True)
+
+
+def test_a_killed_worker_is_said_and_started_again(
+    serve: Callable[..., Serve], upstream: FakeUpstream
+) -> None:
+    served = serve()
+    upstream.always(JSONReply(completion("Hello.")))
+    fresh_requests(served.url, 4)
+    before = served.workers()
+    victim = min(before)
+    os.kill(victim, signal.SIGKILL)
+    said = json.loads(served.next_log("starting another"))
+    assert f"pid {victim}" in said["msg"] and "killed by signal 9" in said["msg"]
+    assert said["level"] == "warning" and "request_id" not in said
+    served.next_log("is serving again")
+    after = served.workers()
+    assert len(after) == 2 and victim not in after and before - {victim} < after
+    fresh_requests(served.url, 8)  # every connection, whichever socket it lands on, is served
+    scrape = httpx.get(served.url + "/metrics", timeout=WAIT).text
+    assert "claude_bridge_requests_in_flight" in scrape
+    assert served.stop() == 0
