@@ -20,8 +20,10 @@ Scenarios (issue 18's table, whose targets the table ends with):
   one, per chunk; a bare TCP relay (`bench/pipe.py`) beside it is the floor.
 
 With `--litellm`, LiteLLM's proxy takes the same load in the same rounds (not the head-of-line
-window). About a minute a round (more with LiteLLM). Loopback only; every load is bounded in
-time; the processes it starts are stopped when it ends.
+window); with `--baseline-cmd`, so does another build of claude-bridge (an older commit's, say),
+so that before and after are measured in the same seconds. About a minute a round (more with
+LiteLLM). Loopback only; every load is bounded in time; the processes it starts are stopped
+when it ends.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ import asyncio
 import dataclasses
 import json
 import os
+import shlex
 import sys
 import tempfile
 import time
@@ -92,8 +95,38 @@ class Agent:
             no_wrk=True,
         )  # fmt: skip
         self.bench = run.Bench(options, plan, tmp)
+        self.baseline_cmd = args.baseline_cmd
+        self.baseline: run.Server | None = None
         self.rounds = args.rounds
         self.results = run.Results()
+        self.labels = {**run.TARGET_LABELS, "baseline": "baseline build"}
+
+    def start(self) -> None:
+        bench = self.bench
+        bench.start_all()
+        if self.baseline_cmd:
+            port = run.free_port()
+            command = [*shlex.split(self.baseline_cmd), "serve", "--port", str(port)]
+            env = {
+                "OPENAI_BASE_URL": f"http://127.0.0.1:{bench.upstream.port}/v1",
+                "OPENAI_API_KEY": "sk-bench",
+                "BIG_MODEL": run.BIG_MODEL,
+                "SMALL_MODEL": run.SMALL_MODEL,
+            }
+            self.baseline = run.start(
+                "baseline", [*command, "--no-dashboard"], env, bench.tmp, port, "/"
+            )
+            bench.servers.append(self.baseline)
+
+    def names(self, round_no: int) -> list[str]:
+        """The targets in this round's order (a rotation: drift hits them alike)."""
+        names = ["direct", "bridge"] + (["baseline"] if self.baseline else [])
+        names += ["litellm"] if self.bench.litellm else []
+        shift = round_no % len(names)
+        return names[shift:] + names[:shift]
+
+    def server(self, name: str) -> run.Server | None:
+        return self.baseline if name == "baseline" else self.bench.server(name)
 
     # -- targets ---------------------------------------------------------------------------
 
@@ -136,6 +169,10 @@ class Agent:
             row["litellm"] = loadgen.Target(
                 "litellm", bench.litellm.port, "/v1/messages", mine, stream
             )
+        if self.baseline is not None:
+            row["baseline"] = dataclasses.replace(
+                row["bridge"], name="baseline", port=self.baseline.port
+            )
         return row
 
     def check(self) -> None:
@@ -157,7 +194,7 @@ class Agent:
         r = self.results
         for scenario in LATENCY:
             row = self.targets[scenario.body]
-            for name in self.bench.names(round_no):
+            for name in self.names(round_no):
                 load = loadgen.asyncio_load(row[name], scenario.concurrency, scenario.seconds)
                 if load.errors:
                     self.bench.notes.append(f"{name}, {scenario.label}: {load.errors} errors")
@@ -172,7 +209,9 @@ class Agent:
     def head_of_line(self) -> None:
         r = self.results
         big = self.targets["session"]
-        for name in ("direct", "bridge"):
+        for name in ("direct", "bridge", "baseline"):
+            if name not in self.targets["hol"]:
+                continue
             paced = self.targets["hol"][name]
             for window, load in (("alone", None), ("big", big[name])):
                 gaps = asyncio.run(_paced_window(paced, load, seconds=4.0))
@@ -182,8 +221,8 @@ class Agent:
 
     def cpu_per_chunk(self) -> None:
         r = self.results
-        for name in ("bridge", "pipe", "litellm"):
-            server = self.bench.server(name)
+        for name in ("bridge", "baseline", "pipe", "litellm"):
+            server = self.server(name)
             if server is None:
                 continue
             used = []
@@ -200,7 +239,7 @@ class Agent:
         bench.started = time.monotonic()
         bench.progress("starting the upstream, claude-bridge, the relay" + (
             ", litellm" if bench.args.litellm else ""))  # fmt: skip
-        bench.start_all()
+        self.start()
         bench.progress("translating the bodies, checking every answer")
         self.build()
         self.check()
@@ -215,8 +254,8 @@ class Agent:
 
     def table(self, header: list[str]) -> list[str]:
         r = self.results
-        names = ["direct", "bridge"] + (["litellm"] if self.bench.litellm else [])
-        label = run.TARGET_LABELS
+        names = self.names(0)
+        label = self.labels
         out = [
             *header,
             "",
@@ -243,34 +282,50 @@ class Agent:
             f"every {HOL_BIG_EVERY:g} s (ms)",
             f"{'target':<15}{'alone':>10}{'with big':>10}{'extra':>10}",
         ]
-        for name in ("direct", "bridge"):
+        for name in ("direct", "bridge", "baseline"):
+            if f"hol.{name}.alone" not in r.values:
+                continue
             out.append(
                 f"{label[name]:<15}{run.fmt(r.med(f'hol.{name}.alone')):>10}"
                 f"{run.fmt(r.med(f'hol.{name}.big')):>10}{run.fmt(r.med(f'hol.{name}.extra')):>10}"
             )
         out += ["", "## CPU per streamed chunk, 1,000 chunks paced 1 ms (µs)"]
-        for name in ("bridge", "pipe", "litellm"):
+        for name in ("bridge", "baseline", "pipe", "litellm"):
             if f"cpu.{name}" in r.values:
                 title = "bare TCP relay (the floor)" if name == "pipe" else label[name]
                 out.append(f"{title:<40}{run.fmt(r.med(f'cpu.{name}'), 1):>10}")
-        out += ["", "## Issue 18's targets", f"{'figure':<58}{'now':>12}{'target':>10}{'':>8}"]
-        checks: list[tuple[str, float, float]] = []
+        before = "baseline" in names
+        out += [
+            "",
+            "## Issue 18's targets",
+            f"{'figure':<58}{'now':>12}{'baseline' if before else '':>10}{'target':>10}{'':>8}",
+        ]
+        checks: list[tuple[str, str, float]] = []
         for scenario in LATENCY:
-            key = f"{scenario.key}.bridge"
             if scenario.p50_target is not None:
                 checks.append(
-                    (f"added p50, {scenario.label}", r.med(key + ".added_p50"), scenario.p50_target)
+                    (
+                        f"added p50, {scenario.label}",
+                        f"{scenario.key}.{{}}.added_p50",
+                        scenario.p50_target,
+                    )
                 )
             checks.append(
-                (f"added p99, {scenario.label}", r.med(key + ".added_p99"), scenario.p99_target)
+                (
+                    f"added p99, {scenario.label}",
+                    f"{scenario.key}.{{}}.added_p99",
+                    scenario.p99_target,
+                )
             )
         checks.append(
-            ("head-of-line: extra p99 gap over the baseline", r.med("hol.bridge.extra"), 2.0)
+            ("head-of-line: extra p99 gap over the paced streams alone", "hol.{}.extra", 2.0)
         )
-        checks.append(("CPU per streamed chunk, paced (µs)", r.med("cpu.bridge"), 40.0))
-        for text, value, limit in checks:
+        checks.append(("CPU per streamed chunk, paced (µs)", "cpu.{}", 40.0))
+        for text, key, limit in checks:
+            value = r.med(key.format("bridge"))
+            then = run.fmt(r.med(key.format("baseline"))) if before else ""
             verdict = "-" if value != value else ("met" if value <= limit else "MISSED")
-            out.append(f"{text:<58}{run.fmt(value):>12}{run.fmt(limit):>10}{verdict:>8}")
+            out.append(f"{text:<58}{run.fmt(value):>12}{then:>10}{run.fmt(limit):>10}{verdict:>8}")
         if self.bench.litellm:
             out.append("")
             for scenario in LATENCY:
@@ -329,6 +384,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=3, help="rounds to take medians over")
     parser.add_argument("--litellm", metavar="EXE", help="LiteLLM's `litellm` command")
     parser.add_argument("--bridge-cmd", help="command line that runs claude-bridge")
+    parser.add_argument(
+        "--baseline-cmd", help="another build's command line, measured in the same rounds"
+    )
     parser.add_argument(
         "--bridge-env", action="append", default=[], metavar="KEY=VALUE",
         help="extra environment for claude-bridge serve (repeatable)",

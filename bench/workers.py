@@ -8,8 +8,10 @@ Starts, as separate processes on loopback: the canned upstream (`bench/upstream.
 the same closed loop of 32 keep-alive connections (`wrk` when installed, else the asyncio
 client of `bench/loadgen.py`) posting a small non-streaming request, then a 50-chunk stream;
 targets alternate within each round so drift in the machine's load hits them alike. Prints the
-requests per second of each, the ratio to one worker (median of the per-round ratios), and
-the load average before and after: on a shared machine the ratio is what to read.
+requests per second of each, the ratio to one worker (median of the per-round ratios), the CPU
+time the proxy's processes spent per request (from /proc: what a second worker costs, less
+sensitive to the machine's other load than throughput), and the load average before and after:
+on a shared machine the ratio is what to read.
 
 The load generator and the upstream share the cores with the proxy; on 2 cores that bounds
 what a second worker can add.
@@ -71,11 +73,15 @@ def main(argv: list[str] | None = None) -> int:
                     *("--workers", str(options.workers), "--record-dir", f"{tmp}/journal"),
                 ]
             ports: dict[str, int] = {}
+            proxies: dict[str, Server] = {}
             for name, args in variants.items():
                 port = ports[name] = free_port()
                 command = [str(CLI), "serve", "--port", str(port), "--no-dashboard", *args]
-                servers.append(start(name.replace(" ", "_"), command, env, Path(tmp), port, "/"))
+                proxy = start(name.replace(" ", "_"), command, env, Path(tmp), port, "/")
+                servers.append(proxy)
+                proxies[name] = proxy
             rps: dict[tuple[str, str], list[float]] = {}
+            cpu: dict[tuple[str, str], list[float]] = {}
             for round_no in range(options.rounds):
                 names = list(variants)
                 names = names[round_no % len(names) :] + names[: round_no % len(names)]
@@ -83,12 +89,17 @@ def main(argv: list[str] | None = None) -> int:
                     body = compact(anthropic_small(stream, chunks))
                     for name in names:
                         target = Target(name, ports[name], "/v1/messages", body, stream)
+                        used = proxies[name].cpu()
                         result = loadgen.load(
                             target, CONCURRENCY, options.seconds, not options.no_wrk
                         )
+                        used = proxies[name].cpu() - used
                         if result.errors:
                             print(f"  {name} {scenario}: {result.errors} errors")
                         rps.setdefault((scenario, name), []).append(result.rps)
+                        cpu.setdefault((scenario, name), []).append(
+                            used / result.requests * 1e6 if result.requests else float("nan")
+                        )
             for scenario in SCENARIOS:
                 base = rps[(scenario, "1 worker")]
                 for name in variants:
@@ -98,7 +109,9 @@ def main(argv: list[str] | None = None) -> int:
                         f"{scenario:>10} c{CONCURRENCY} {name:>24}: "
                         f"{statistics.median(mine):7.0f} req/s "
                         f"(rounds {', '.join(f'{x:.0f}' for x in mine)}); "
-                        f"x{statistics.median(ratios):.2f} one worker"
+                        f"x{statistics.median(ratios):.2f} one worker; "
+                        f"{statistics.median(cpu[(scenario, name)]):.0f} µs CPU a request "
+                        "(all its processes)"
                     )
         finally:
             for server in reversed(servers):

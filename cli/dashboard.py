@@ -148,7 +148,9 @@ class Dashboard:
         with self._lock:
             now, wall = self._clock(), self._wall()
             self._drain(now, wall)
-            recent = list(self._recent)
+            # Newest first by when they finished: with workers, events arrive in batches
+            # from each process, a few tens of milliseconds apart.
+            recent = sorted(self._recent, key=lambda done: done.at, reverse=True)
             ok = [d.exchange for d in recent if not failed(d.exchange)]
             durations = [e.duration for e in ok if e.duration is not None]
             ttfts = [e.ttft for e in ok if e.ttft is not None]

@@ -2,7 +2,8 @@
 
 `upstreams_line` says how each upstream and key is doing (`ok`, `cooling 12s`, `open 25s`,
 `probing`); `attempts_note` says after how many attempts a request was answered (the model
-column already names the target that answered).
+column already names the target that answered); `attempt_text` is one attempt of a recorded
+exchange, for `replay show`.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from claude_bridge.proxy.events import Exchange
+from claude_bridge.proxy.journal.records import AttemptRecord
 from claude_bridge.proxy.resilience.health import KeyReport, UpstreamReport
 
 Piece = tuple[str, str]
@@ -23,10 +25,10 @@ def worth_showing(reports: Sequence[UpstreamReport]) -> bool:
 
 
 def upstreams_line(reports: Sequence[UpstreamReport]) -> list[Piece]:
-    """`upstreams  default ok  groq open 25s  openrouter ok (K1 cooling 12s, K2 ok)`."""
-    line: list[Piece] = [("upstream ", "dim")]
+    """`upstream  default ok  groq open 25s  openrouter ok (K1 cooling 12s, K2 ok)`."""
+    line: list[Piece] = [("upstream", "dim")]
     for report in reports:
-        line += [(f" {report.name} ", ""), _state(report.state, report.until)]
+        line += [(f"  {report.name} ", ""), _state(report.state, report.until)]
         keys = report.keys
         if len(keys) > 1 or (keys and keys[0].state != "ok"):
             line.append((" (", "dim"))
@@ -40,6 +42,16 @@ def attempts_note(exchange: Exchange) -> str:
     """` · 3 tries` when the request took more than one target or key; else nothing."""
     tries = len(exchange.attempts)
     return f" · {tries} tries" if tries > 1 else ""
+
+
+def attempt_text(number: int, attempt: AttemptRecord) -> Piece:
+    """`2. second:m-second (OPENROUTER_KEY_2) failed at 3.1 ms after 0.4 ms: 429
+    rate_limit_error: Rate limit reached`."""
+    head = f"{number}. {attempt.upstream}:{attempt.model} ({attempt.key}) {attempt.outcome}"
+    head += f" at {attempt.offset_ms:.1f} ms after {attempt.ms:.1f} ms"
+    if attempt.outcome == "ok":
+        return head, "green"
+    return f"{head}: {attempt.status} {attempt.error_type}: {attempt.error}", "yellow"
 
 
 def _key(key: KeyReport) -> list[Piece]:

@@ -25,6 +25,9 @@ from claude_bridge.proxy.config import Settings
 from claude_bridge.proxy.core.dialects import AUTO
 from claude_bridge.proxy.core.routing import DEFAULT_UPSTREAM
 from claude_bridge.proxy.events import Exchange
+from claude_bridge.proxy.resilience.health import UpstreamReport
+
+from . import health_view
 
 OR_CODE = "   or run: claude-bridge code"
 """After the paste line when there is room: `code` starts Claude Code on a running `serve` of
@@ -108,6 +111,8 @@ class Health:
     """Workers started again after one died."""
     journal_stalls: int = 0
     """Times the journal writer's queue was full (and requests waited for it)."""
+    upstreams: tuple[UpstreamReport, ...] = ()
+    """Each upstream's breaker and keys (`resilience.health`): a line when worth showing."""
 
 
 @dataclass(frozen=True)
@@ -282,6 +287,7 @@ def models(exchange: Exchange) -> str:
     label = f"{client} → {target}" if target else client
     if exchange.routed_by.startswith("rule "):  # `rule 2 (pattern)`: which one took it
         label += f" [{exchange.routed_by.partition(' (')[0]}]"
+    label += health_view.attempts_note(exchange)  # a fallback answered: after how many tries
     return f"↳ {label}" if exchange.agent_id else label  # a subagent's request
 
 
@@ -323,7 +329,14 @@ def result(exchange: Exchange) -> Piece:
         return error_text(exchange), "red"
     if exchange.cancelled:
         return CANCELLED, "yellow"
+    if exchange.searches:  # the proxy ran web searches inside this answer
+        return f"{exchange.stop_reason or '-'} {searched(exchange)}", ""
     return (exchange.stop_reason, "") if exchange.stop_reason else ("-", "dim")
+
+
+def searched(exchange: Exchange) -> str:
+    failed = f", {exchange.search_failures} failed" if exchange.search_failures else ""
+    return f"({exchange.searches} web search{'es' if exchange.searches > 1 else ''}{failed})"
 
 
 # -- lines of styled pieces, drawn straight to segments ------------------------------------
@@ -675,6 +688,9 @@ def dashboard(view: View, width: int, height: int) -> Frame:
     """The whole screen, at most `width` columns and `height` lines."""
     width = max(width, 40)
     warnings = warning_lines(view.info.warnings, width)
+    reports = view.health.upstreams
+    if health_view.worth_showing(reports):  # several upstreams or keys: how each is doing
+        warnings.insert(0, health_view.upstreams_line(reports))
     # Below about 16 lines not everything fits: rich's Live crops the bottom.
     budget = max(height - HEADER_LINES - len(warnings) - FOOTER_LINES - 1, 4)
     head = header(view)
@@ -729,6 +745,8 @@ def exchange_line(exchange: Exchange, at: datetime | None = None) -> Text:
             line.append(f"  {exchange.stop_reason}", style="dim")
         elif exchange.cancelled and not exchange.error:
             line.append(f"  {CANCELLED}", style="yellow")
+        if exchange.searches:
+            line.append(f" {searched(exchange)}", style="dim")
     if exchange.error:
         line.append(f"  {error_text(exchange)[:120]}", style="red")
     line.append(f"  {exchange.id}", style="dim")

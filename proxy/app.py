@@ -32,6 +32,7 @@ from .metrics import Metrics
 from .models_api import ModelsApi, hello
 from .pipeline import Pipeline
 from .pricing import routed_models
+from .resilience.health import Health
 from .tokenizer import count_text, encoding
 from .upstream import Upstreams
 
@@ -230,17 +231,25 @@ def create_app(
     bus: Bus | None = None,
     transport: httpx.AsyncBaseTransport | None = None,
     recorder: Recorder | None = None,
+    health: Health | None = None,
 ) -> Starlette:
     """The proxy as an ASGI app; `transport` lets tests put the upstream in process;
-    `recorder` writes every exchange to a journal (`serve --record`). `app.state.drain` ends
-    in-flight work at shutdown when the app runs under `drain.run` (proxy/drain.py)."""
+    `recorder` writes every exchange to a journal (`serve --record`); `health`: the upstreams'
+    breakers and key pools, on a test's clock (`app.state.health`, for the dashboard).
+    `app.state.drain` ends in-flight work at shutdown when the app runs under `drain.run`
+    (proxy/drain.py)."""
     bus = bus or Bus()
+    searches = getattr(transport, "searches", None)  # a journal's, with its upstream answers
     if recorder is not None:
         bus.subscribe(recorder)
         transport = recorder.transport(transport, settings)
     upstreams = Upstreams(settings, transport=transport)
     drain = Drain()
-    pipeline = Pipeline(settings, upstreams, bus, encoder=lambda: count_text, drain=drain)
+    pipeline = Pipeline(
+        settings, upstreams, bus, encoder=lambda: count_text, drain=drain, health=health
+    )
+    if searches is not None:
+        pipeline.searcher.replay(searches)
     metrics = Metrics() if settings.metrics else None
     if metrics is not None:
         bus.subscribe(metrics)
@@ -295,4 +304,5 @@ def create_app(
         lifespan=lifespan,
     )
     app.state.drain = drain
+    app.state.health = pipeline.health
     return app

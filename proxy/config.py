@@ -456,16 +456,25 @@ class Settings(BaseModel):
         "per CPU core; one dashboard, journal files and metrics for all of them.",
     )
 
-    @field_validator("workers")
+    @field_validator("workers", mode="before")
     @classmethod
-    def _some_workers(cls, value: int | str) -> int | str:
-        if isinstance(value, int) and value < 1:
+    def _some_workers(cls, value: object) -> object:
+        if value == "auto":
+            return value
+        if isinstance(value, bool) or not isinstance(value, int | str):
+            raise ValueError("a number of processes, or auto (one per CPU core)")
+        try:
+            count = int(value)
+        except ValueError:
+            raise ValueError("a number of processes, or auto (one per CPU core)") from None
+        if count < 1:
             raise ValueError("must be at least 1, or auto (one per CPU core)")
-        return value
+        return count
 
     def worker_count(self) -> int:
         """How many processes `serve` runs (`workers`, with `auto` resolved)."""
         return (os.cpu_count() or 1) if self.workers == "auto" else int(self.workers)
+
     models: dict[str, ModelLimits] = Field(
         default_factory=dict,
         description="By upstream model (globs as in `routes`): `[models.\"qwen3-coder\"]` with "

@@ -31,6 +31,7 @@ from typing import Any, TextIO
 from .config import ConfigError
 from .events import Exchange
 from .files import open_private
+from .resilience.failover import failed_over
 
 # uvicorn adds `color_message`: the same text with terminal colours.
 _CACHE = "_claude_bridge_json"
@@ -283,6 +284,8 @@ def exchange_record(kind: str, exchange: Exchange) -> dict[str, Any]:
         data.update(error_type=exchange.error_type, error=exchange.error)
     if exchange.notes:
         data["dropped"] = list(exchange.notes)
+    if failed_over(exchange.attempts):
+        data["attempts"] = [attempt.fields() for attempt in exchange.attempts]
     return data
 
 

@@ -11,10 +11,10 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from contextlib import AsyncExitStack
-from dataclasses import dataclass, replace
-from typing import Any
+from dataclasses import dataclass, field, replace
+from typing import Any, TypeVar
 
 import anyio
 
@@ -22,6 +22,7 @@ from . import logs
 from .config import Settings
 from .core.endpoint import Address
 from .core.errors import BridgeError, UpstreamError, sized_overflow
+from .core.routing import Route, Target
 from .core.session import agent_id, session_id
 from .core.source import EventSource
 from .core.sse import SSEDecoder, SSEEvent, encode_event
@@ -35,11 +36,18 @@ from .models.anthropic import CountTokensRequest
 from .offload import Offload, worth_offloading
 from .plan import Plan, event_source, offloaded_plan, plan, reply_message, upstream_usage
 from .pricing import Pricing
+from .resilience.failover import Failover
+from .resilience.health import Health
+from .resilience.keys import Key
 from .tokenizer import count_text
 from .upstream import Call, Upstream, Upstreams
+from .websearch import loop as websearch
+from .websearch.searcher import Searcher
 from .windows import Windows
 
 log = logging.getLogger("claude_bridge.pipeline")
+
+T = TypeVar("T")
 
 _END = object()
 _TICK = object()
@@ -74,6 +82,11 @@ class Prepared:
     plan: Plan
     call: Call
     """What is sent, where (`Pipeline.call`)."""
+    raw: bytes = b""
+    """The client's body: planned again for a fallback target (`Pipeline.attempts`)."""
+    client_headers: Mapping[str, str] = field(default_factory=dict)
+    searching: websearch.Searching | None = None
+    """The proxy runs this request's `web_search` tool (`websearch/loop.py`)."""
 
 
 class Pipeline:
@@ -86,7 +99,9 @@ class Pipeline:
         clock: Callable[[], float] = time.monotonic,
         drain: Drain | None = None,
         pricing: Pricing | None = None,
+        health: Health | None = None,
     ) -> None:
+        """`health`: the upstreams' breakers and key pools (a test's has its own clock)."""
         self.settings = settings
         self.upstreams = upstreams
         self.bus = bus
@@ -97,7 +112,10 @@ class Pipeline:
         self.windows = Windows(settings)
         self.offload = Offload()
         self._endpoints = {name: u.config for name, u in upstreams.named.items()}
-        self._addresses: dict[tuple[str, str], Address] = {}
+        self._addresses: dict[tuple[str, str, str], Address] = {}
+        self.health = health or Health(settings)
+        self.failover = Failover(self.health)
+        self.searcher = Searcher(settings.web_search)
 
     def begin(self, exchange: Exchange) -> None:
         exchange.started = self.clock()
@@ -156,17 +174,25 @@ class Pipeline:
         self.bus.publish("routed", exchange)
         if exchange.trace is not None:
             exchange.trace.prepared(ready)
-        return Prepared(ready.stream, upstream, ready, self.call(ready, headers))
+        searching = websearch.searching(raw, ready, headers, self.settings)
+        call = self.call(ready, headers)
+        return Prepared(ready.stream, upstream, ready, call, raw, headers, searching)
 
-    def call(self, ready: Plan, client_headers: Mapping[str, str]) -> Call:
+    def call(
+        self, ready: Plan, client_headers: Mapping[str, str], api_key: str | None = None
+    ) -> Call:
         """The upstream request a plan makes: its dialect's URL and headers for the planned
-        upstream (made once per upstream and dialect), the body, the dialect's error map."""
+        upstream (made once per upstream, dialect and key; `api_key`: one of its pool, else
+        its own), the body, the dialect's error map."""
         upstream = self.upstreams[ready.upstream]
         dialect = ready.speaker
-        key = (upstream.name, dialect.name)
+        endpoint = upstream.endpoint
+        if api_key is not None and api_key != endpoint.api_key:
+            endpoint = replace(endpoint, api_key=api_key)
+        key = (upstream.name, dialect.name, endpoint.api_key)
         address = self._addresses.get(key)
         if address is None:
-            own = dialect.address(upstream.endpoint)
+            own = dialect.address(endpoint)
             address = self._addresses[key] = Address(own.url, upstream.headers(own.headers))
         headers = address.headers
         forwarded = dialect.forwarded(client_headers, ready.options)
@@ -175,9 +201,12 @@ class Pipeline:
         return Call(address.url, headers, ready.body, dialect.error)
 
     async def complete(self, prepared: Prepared, exchange: Exchange) -> dict[str, Any]:
+        if prepared.searching is not None:
+            return await websearch.complete(self, prepared, exchange)
         async with self.drain.guard():
-            with self._sized(prepared, exchange):
-                data = await prepared.upstream.complete(prepared.call)
+            data, prepared = await self.attempts(
+                prepared, exchange, lambda upstream, call: upstream.complete(call)
+            )
         exchange.first_byte = self.clock()
         message = reply_message(data, prepared.plan)
         _account(exchange, message.get("usage"), message.get("stop_reason"))
@@ -185,6 +214,61 @@ class Pipeline:
         if exchange.trace is not None:
             exchange.trace.client_message(message)
         return message
+
+    async def attempts(
+        self,
+        prepared: Prepared,
+        exchange: Exchange,
+        send: Callable[[Upstream, Call], Awaitable[T]],
+    ) -> tuple[T, Prepared]:
+        """`send` the exchange along its route's chain of targets and their keys
+        (`resilience.failover` says what moves on): the first answer, and the exchange as
+        prepared for the target that gave it (translation follows the target used)."""
+        chain = prepared.plan.route.targets
+
+        async def ready_for(target: Target) -> Prepared:
+            return prepared if target == chain[0] else self._replanned(prepared, target)
+
+        async def attempt(ready: Prepared, key: Key, lone: bool) -> tuple[T, Prepared]:
+            # The exchange names the target being tried (the dashboard's in-flight row, the
+            # window of a `prompt is too long`), and at the end the one that answered.
+            exchange.upstream = ready.plan.upstream
+            exchange.upstream_model = ready.plan.upstream_model
+            # In a chain the next target is the retry: the upstream must not retry as well.
+            call = self.call(ready.plan, ready.client_headers, key.secret)
+            call = replace(call, retries=None if lone else 0)
+            with self._sized(ready, exchange):
+                return await send(ready.upstream, call), ready
+
+        served = await self.failover.run(
+            chain,
+            ready_for,
+            attempt,
+            windows=lambda target: self.windows.of(target.upstream, target.model).context_window,
+            attempts=exchange.attempts,
+            extra={"request_id": exchange.id},
+        )
+        answer, final = served.result
+        if final is not prepared and exchange.trace is not None:
+            exchange.trace.prepared(final.plan)
+        return answer, final
+
+    def _replanned(self, prepared: Prepared, target: Target) -> Prepared:
+        """The exchange planned again for a fallback target (its dialect, provider profile and
+        model), under the same message id."""
+        to = Route(target.upstream, target.model, f"{prepared.plan.routed_by}, fallback")
+        headers = prepared.client_headers
+        again = plan(
+            prepared.raw,
+            self.settings,
+            self._endpoints,
+            headers,
+            to=to,
+            message_id=prepared.plan.ctx.message_id,
+        )
+        upstream = self.upstreams[again.upstream]
+        call = self.call(again, headers)
+        return Prepared(again.stream, upstream, again, call, prepared.raw, headers)
 
     @contextlib.contextmanager
     def _sized(self, prepared: Prepared, exchange: Exchange) -> Iterator[None]:
@@ -206,11 +290,17 @@ class Pipeline:
     async def open_stream(self, prepared: Prepared, exchange: Exchange) -> AsyncIterator[bytes]:
         """Open the upstream stream first, so a refusal still becomes a real HTTP error;
         then the Anthropic event stream, as bytes."""
-        upstream = prepared.upstream
+        if prepared.searching is not None:
+            searched = await websearch.open_stream(self, prepared, exchange)
+            return searched if exchange.trace is None else exchange.trace.tap_client(searched)
         stack = AsyncExitStack()
         async with self.drain.guard():
-            with self._sized(prepared, exchange):
-                response = await stack.enter_async_context(upstream.stream(prepared.call))
+            response, prepared = await self.attempts(
+                prepared,
+                exchange,
+                lambda upstream, call: stack.enter_async_context(upstream.stream(call)),
+            )
+        upstream = prepared.upstream
         source = event_source(prepared.plan)
         relay = self._relay(stack, upstream, upstream.chunks(response), source, exchange)
         if exchange.trace is not None:
@@ -224,7 +314,10 @@ class Pipeline:
         chunks: AsyncIterator[bytes],
         translator: EventSource,
         exchange: Exchange,
+        ends: bool = True,
     ) -> AsyncIterator[bytes]:
+        """The client's stream of one upstream stream; it ends the exchange unless not `ends`
+        (one turn of several: `websearch.loop` ends it)."""
         queue: asyncio.Queue[object] = asyncio.Queue(READ_AHEAD)
         # The reader is stopped through an anyio scope, never `Task.cancel()`: a transport on
         # httpcore (httpx's own, which a user's replay or test may still pass in) shields its
@@ -356,7 +449,8 @@ class Pipeline:
                     # connection goes): what it got is what counts.
                     exchange.cancelled = True
                     exchange.output_tokens = exchange.output_so_far
-                self.end(exchange, 200, error)
+                if ends:
+                    self.end(exchange, 200, error)
 
     # -- count_tokens --------------------------------------------------------------------
 
@@ -372,6 +466,7 @@ class Pipeline:
 
     async def aclose(self) -> None:
         await self.offload.aclose()
+        await self.searcher.aclose()
 
 
 def _observe(exchange: Exchange, event: dict[str, Any], upstream: Upstream) -> BridgeError | None:

@@ -121,6 +121,7 @@ def request_options(
         stream_usage=settings.stream_usage,
         reasoning_effort=settings.reasoning_effort,
         max_tokens_cap=settings.max_tokens_cap or (limits.max_output_tokens if limits else None),
+        native_web_search=bool(settings.web_search and settings.web_search.backend == "upstream"),
     )
     return dialect.options(endpoint, model, switches)
 
@@ -181,10 +182,10 @@ def offloaded_plan(
     return dumps(planned.body), replace(planned, body=b"")
 
 
-def reply_message(data: Any, plan: Plan) -> dict[str, Any]:
+def reply_message(data: Any, planned: Plan) -> dict[str, Any]:
     """An upstream JSON answer -> the client's message, in the plan's dialect."""
     try:
-        return plan.speaker.reply(data, plan.ctx, plan.options)
+        return planned.speaker.reply(data, planned.ctx, planned.options)
     except BridgeError:
         raise
     except Exception as exc:  # whatever the upstream sent, the client gets an Anthropic answer
@@ -194,11 +195,11 @@ def reply_message(data: Any, plan: Plan) -> dict[str, Any]:
         ) from None
 
 
-def event_source(plan: Plan) -> EventSource:
+def event_source(planned: Plan) -> EventSource:
     """What turns the upstream's stream into the client's, in the plan's dialect."""
-    return plan.speaker.events(plan.ctx, plan.options)
+    return planned.speaker.events(planned.ctx, planned.options)
 
 
-def upstream_usage(data: Any, plan: Plan) -> dict[str, Any] | None:
+def upstream_usage(data: Any, planned: Plan) -> dict[str, Any] | None:
     """A JSON answer's own usage, for the accounting (reasoning tokens, reported cost)."""
-    return plan.speaker.usage(data)
+    return planned.speaker.usage(data)

@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 from urllib.parse import urlsplit
 
 from .core import providers
-from .core.routing import DEFAULT_UPSTREAM
+from .core.routing import DEFAULT_UPSTREAM, parse_chain
 
 if TYPE_CHECKING:
     from genai_prices.types import ModelInfo, ModelPrice
@@ -361,7 +361,11 @@ class Pricing:
 
 def routed_models(settings: Settings) -> list[tuple[str, str]]:
     """The (upstream, model) pairs the settings name: what the first requests will price."""
-    pairs = [(DEFAULT_UPSTREAM, m) for m in (settings.big_model, settings.small_model) if m]
+    names = settings.upstreams.keys()
+    targets = [*parse_chain(settings.big_chain(), names)]
+    targets += parse_chain(settings.small_chain(), names)
+    targets += [t for rule in settings.rules() for t in rule.fallbacks]
+    pairs = [(t.upstream, t.model) for t in targets]
     pairs += [(rule.upstream, rule.model) for rule in settings.routes if rule.model]
     return pairs
 

@@ -35,12 +35,14 @@ from .journal.records import (
     REPLAYED_FROM_HEADER,
     SECRET_HEADERS,
     Record,
+    Upstream,
     body_bytes,
     chunk_data,
     elide_base64,
 )
 from .models.anthropic import MessagesRequest
 from .plan import Plan, build, event_source, read, reply_message
+from .websearch.recorded import recorded_searches
 
 log = logging.getLogger("claude_bridge.replay")
 
@@ -340,26 +342,31 @@ class ReplayTransport(httpx.AsyncBaseTransport):
         self.timing = timing
         self._sleep = sleep
         self._clock = clock
-        self._answers: dict[str, deque[Record]] = {}
+        self._answers: dict[str, deque[Upstream]] = {}
         self.hits = 0
         self.misses = 0
         self.models: set[str] = set()
         """The upstream models the recorded requests asked for."""
+        records = list(records)
+        self.searches = recorded_searches(records)
+        """The web searches the proxy ran, by query: answered again from here too."""
         for record in sorted(records, key=lambda r: r.id):
-            upstream = record.upstream
-            if upstream is None or (upstream.response is None and upstream.error is None):
-                continue
-            body = upstream.request.body
-            key = request_key(body if body is not None else (upstream.request.body_text or ""))
-            if isinstance(body, dict) and isinstance(body.get("model"), str):
-                self.models.add(body["model"])
-            self._answers.setdefault(key, deque()).append(record)
+            # Each upstream turn of an answer that took several (web searches between them).
+            for upstream in [*record.turns, record.upstream]:
+                if upstream is None or (upstream.response is None and upstream.error is None):
+                    continue
+                body = upstream.request.body
+                text = upstream.request.body_text or ""
+                key = request_key(body if body is not None else text)
+                if isinstance(body, dict) and isinstance(body.get("model"), str):
+                    self.models.add(body["model"])
+                self._answers.setdefault(key, deque()).append(upstream)
 
     @property
     def size(self) -> int:
         return sum(len(q) for q in self._answers.values())
 
-    def _take(self, key: str) -> Record | None:
+    def _take(self, key: str) -> Upstream | None:
         queue = self._answers.get(key)
         if not queue:
             return None
@@ -369,8 +376,8 @@ class ReplayTransport(httpx.AsyncBaseTransport):
         arrived = self._clock()
         body = await request.aread()
         key = request_key(body)
-        record = self._take(key)
-        if record is None:
+        upstream = self._take(key)
+        if upstream is None:
             self.misses += 1
             log.warning("upstream replay: no recorded answer for request %s", key[:12])
             if self.miss == "forward":
@@ -387,8 +394,6 @@ class ReplayTransport(httpx.AsyncBaseTransport):
             miss = json.dumps(_miss_body(key, self.size, hint)).encode()
             return _whole(404, [("content-type", "application/json")], miss)
         self.hits += 1
-        upstream = record.upstream
-        assert upstream is not None
         response = upstream.response
         if response is None:
             raise _transport_error(upstream.error or "ConnectError: recorded failure", request)

@@ -114,8 +114,10 @@ class Upstream:
         self.retries = settings.retries
         self.retry_backoff = settings.retry_backoff
         self.body_timeout = settings.read_timeout
-        self._key = config.api_key.get_secret_value() if config.api_key else ""
+        # A key pool's first key is the upstream's own (model listings); requests take theirs
+        # from the pool (`resilience.keys`).
         pool = [key.key.get_secret_value() for key in config.pool()]
+        self._key = pool[0] if pool else ""
         self._secrets = [s for s in (*pool, url_password(config.base_url)) if s]
         self._transport = transport
         # httpx's `Timeout(read_timeout, connect=..., pool=...)`, as its client would send.

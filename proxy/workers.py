@@ -53,6 +53,8 @@ log = logging.getLogger("claude_bridge.workers")
 
 SEND_INTERVAL = 0.05
 """Seconds between two batches from a worker: events reach the parent's output this late."""
+PROGRESS_EVERY = 5
+"""Batches between two progress reports: 4 a second, as often as the dashboard draws."""
 PARENT_GONE = "the parent process is gone"
 METRICS_DIR = "PROMETHEUS_MULTIPROC_DIR"
 
@@ -85,6 +87,8 @@ class Relay:
         self._in_flight: dict[str, Exchange] = {}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="claude-bridge-relay", daemon=True)
+        self.serving = False
+        """The server has started (and so handles the stop signals itself)."""
 
     # On the event loop: O(1), never raises.
 
@@ -113,6 +117,7 @@ class Relay:
             logger.propagate = False
 
     def ready(self) -> None:
+        self.serving = True
         self.post(("ready", os.getpid()))
 
     def stopping(self, stopping: Stopping) -> None:
@@ -134,16 +139,19 @@ class Relay:
         self._thread.join()
 
     def _run(self) -> None:
+        ticks = 0
         while not self._stop.wait(self._interval):
-            if os.getppid() != self._parent:
+            ticks += 1
+            progress = ticks % PROGRESS_EVERY == 0
+            if os.getppid() != self._parent or not self._send(progress=progress):
                 # Orphaned (the parent was killed): drain and stop rather than serve unseen.
                 log.warning("%s: stopping", PARENT_GONE)
                 os.kill(os.getpid(), signal.SIGTERM)
                 return
-            self._send(progress=True)
         self._send(progress=False)
 
-    def _send(self, *, progress: bool) -> None:
+    def _send(self, *, progress: bool) -> bool:
+        """Send what accumulated; False when the parent is gone."""
         batch: list[Message] = []
         outbox = self._outbox
         while outbox:
@@ -151,22 +159,40 @@ class Relay:
         if progress:
             batch += [("progress", snapshot(e)) for e in list(self._in_flight.values())]
         if not batch:
-            return
+            return True
         try:
             self._conn.send(batch)
         except OSError:
-            self._stop.set()  # the parent is gone; the check above stops the server
+            return False
+        except Exception:  # something in it cannot be pickled: the rest goes, it is named
+            for message in batch:
+                try:
+                    self._conn.send([message])
+                except OSError:
+                    return False
+                except Exception as exc:
+                    lost = logging.makeLogRecord(
+                        {"name": log.name, "levelno": logging.WARNING, "levelname": "WARNING"}
+                    )
+                    lost.msg = f"a {message[0]} message from this worker was lost: {exc}"
+                    self._conn.send([("log", lost)])
+        return True
 
 
 def _child(entry: Entry, sockets: list[socket.socket], conn: Connection, parent: int) -> None:
     """A worker process: run `entry` with a relay to the parent."""
     # Ctrl-C at the terminal is the parent's to pass on (once, as SIGTERM): not this group's.
     os.setpgrp()
-    # uvicorn re-raises the signal that stopped it once it has drained; handled here, it ends
-    # nothing, so the last events are still sent.
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda signum, frame: None)
     relay = Relay(conn, parent)
+
+    def stop(signum: int, frame: FrameType | None) -> None:
+        # Before uvicorn handles the signals: stop starting. After it has drained, it raises
+        # the signal that stopped it again: it ends nothing then, so the last events are sent.
+        if not relay.serving:
+            raise SystemExit(0)
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, stop)
     relay.start()
     started = False
     try:
@@ -245,7 +271,8 @@ class Supervisor:
         (the reason has been logged)."""
         with self._signals():
             for index in range(1, self.count + 1):
-                self._start(index, 0)
+                if not self._stopping:  # a stop signal may come while they start
+                    self._start(index, 0)
             while self._workers:
                 self._step()
         if self._failed is not None:

@@ -220,10 +220,6 @@ def test_which_failures_move_on(error: UpstreamError, move: Move) -> None:
     assert classify(error) is move
 
 
-def test_nothing_moves_on_after_a_byte_reached_the_client() -> None:
-    assert classify(upstream_error(429, "rate_limit_error"), sent=True) is Move.STOP
-
-
 def test_a_context_overflow_goes_to_a_larger_known_window() -> None:
     overflow = upstream_error(400, message="prompt is too long: 9000 tokens > 8192 maximum")
     assert prompt_tokens(overflow) == 9000

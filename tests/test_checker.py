@@ -97,7 +97,7 @@ def test_an_error_may_end_the_stream_anywhere() -> None:
         (lambda e: e[2]["content_block"].pop("signature"), "thinking block must start empty"),
         (lambda e: e[9]["content_block"].update(input={"a": 1}), "input {}"),
         (lambda e: e[9]["content_block"].update(id="functions.add:0"), "does not match"),
-        (lambda e: e[13]["content_block"].update(type="server_tool_use"), "unknown block type"),
+        (lambda e: e[13]["content_block"].update(type="mcp_tool_use"), "unknown block type"),
         (lambda e: e[7].update(index=0), "delta for block 0, open: 1"),
         (lambda e: e[7]["delta"].update(type="thinking_delta"), "thinking_delta in a text block"),
         (lambda e: e[7]["delta"].pop("text"), "text_delta without its text"),

@@ -89,7 +89,8 @@ def test_a_good_configuration_passes(configured: Path, upstream: FakeUpstream) -
     assert report["ok"] is True
     listing = only(report, "upstream")
     assert (
-        listing["level"] == "ok" and "2 models listed: big-model, small-model" in listing["detail"]
+        listing["level"] == "ok"
+        and "key not refused, 2 models listed: big-model, small-model" in listing["detail"]
     )
     assert only(report, "setting big_model")["detail"] == '"big-model" from BIG_MODEL (environment)'
     completions = rows(report, "completion")
@@ -240,13 +241,23 @@ def test_the_port(
     assert result.exit_code == 1
     check = only(report, "port")
     assert check["level"] == "fail" and "already in use" in check["detail"]
-    other: Bridge = start_bridge(bridge_settings(upstream.base_url))
+    running: Bridge = start_bridge(bridge_settings(upstream.base_url))
     try:
-        monkeypatch.setenv("CLAUDE_BRIDGE_PORT", other.url.rsplit(":", 1)[1])
+        monkeypatch.setenv("CLAUDE_BRIDGE_PORT", running.url.rsplit(":", 1)[1])
+        # The settings of `bridge_settings`: the running serve is this configuration's.
+        for name, value in (("CONNECT_TIMEOUT", "5"), ("READ_TIMEOUT", "30"), ("RETRIES", "0")):
+            monkeypatch.setenv(f"CLAUDE_BRIDGE_{name}", value)
+        result, report = doctor()
+        assert result.exit_code == 0
+        assert only(report, "port")["detail"] == (
+            "a claude-bridge serve of this configuration listens there"
+        )
+        monkeypatch.setenv("CLAUDE_BRIDGE_RETRIES", "1")
         _, report = doctor()
-        assert only(report, "port")["level"] == "warn"  # a claude-bridge, other settings
+        check = only(report, "port")
+        assert check["level"] == "warn" and check["detail"].startswith("another claude-bridge")
     finally:
-        other.stop()
+        running.stop()
 
 
 def test_listening_beyond_loopback_without_a_token_fails(
@@ -350,3 +361,11 @@ def test_the_readme_compatibility_table_has_the_grid_s_shape() -> None:
             assert mark == "—" if label in skipped else mark in ("✅", "❌"), (row[0], label)
     assert build.CLAUDE_CODE_VERSION in versions
     assert versions == sorted(versions, key=lambda v: tuple(map(int, v.split("."))), reverse=True)
+
+
+def test_the_releases_the_grid_runs_on() -> None:
+    """The registry's newest release and the newest of each of the two minor lines before it,
+    by number (2.0.77 after 2.0.9), pre-releases left out; fewer when fewer lines exist."""
+    published = ["0.2.9", "1.0.1", "1.0.128", "2.0.9", "2.0.77", "2.1.331", "2.1.332"]
+    assert build.grid_versions([*published, "2.2.0-beta.1"]) == ["2.1.332", "2.0.77", "1.0.128"]
+    assert build.grid_versions(["1.0.0", "1.0.2"]) == ["1.0.2"]

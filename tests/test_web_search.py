@@ -8,19 +8,53 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
+import threading
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
+import anthropic
 import pytest
-from upstream import FakeUpstream, JSONReply, RawReply
+from anthropic.types import (
+    CitationsWebSearchResultLocation,
+    ServerToolUseBlock,
+    TextBlock,
+    WebSearchToolResultBlock,
+)
+from conftest import CLIENT_TIMEOUT, Bridge, bridge_settings, make_client, make_http, start_bridge
+from upstream import (
+    DONE,
+    FakeUpstream,
+    JSONReply,
+    RawReply,
+    RecordedRequest,
+    Reply,
+    SSEReply,
+    chunk,
+    completion,
+    openai_usage,
+    text_stream,
+    tool_call,
+)
 
+from claude_bridge.cli.render import exchange_line
+from claude_bridge.cli.render import result as result_piece
+from claude_bridge.proxy.app import create_app
 from claude_bridge.proxy.config import ConfigError, Settings, WebSearchSettings, load_settings
 from claude_bridge.proxy.core import web_search as ws
+from claude_bridge.proxy.core.checker import check_stream, check_wire
 from claude_bridge.proxy.core.errors import InvalidRequest
 from claude_bridge.proxy.core.request import RequestOptions, translate_request
 from claude_bridge.proxy.core.responses.request import translate_request as translate_responses
 from claude_bridge.proxy.core.search_turns import SearchTurns
+from claude_bridge.proxy.core.sse import SSEDecoder
 from claude_bridge.proxy.core.validation import parse_body
+from claude_bridge.proxy.events import Exchange
+from claude_bridge.proxy.journal.reader import load
+from claude_bridge.proxy.journal.writer import Recorder
 from claude_bridge.proxy.models.anthropic import MessagesRequest
+from claude_bridge.proxy.replay import ReplayTransport
 from claude_bridge.proxy.websearch.searcher import NOT_CONFIGURED, Searcher
 
 SEARCH_TOOL = {"type": "web_search_20250305", "name": "web_search", "max_uses": 3}
@@ -76,6 +110,10 @@ def test_encrypted_content_round_trips_and_refuses_others() -> None:
         ("https://notexample.com/x", "example.com", False),
         ("https://example.com/blog/post", "example.com/blog", True),
         ("https://example.com/shop", "example.com/blog", False),
+        ("https://u:p@EXAMPLE.com:8443/blog?q=1", "example.com/blog", True),
+        ("https://[::1]:80/x", "::1", True),
+        ("ftp://example.com/x", "example.com", False),
+        ("https://evil.com/?u=https://example.com/", "example.com", False),
     ],
 )
 def test_domain_matching(url: str, domain: str, matches: bool) -> None:
@@ -268,7 +306,10 @@ def test_side_request_is_recognised() -> None:
 def _turn(*blocks: dict[str, Any], stop: str = "end_turn", output: int = 5) -> list[dict[str, Any]]:
     """A translated stream of one upstream turn, as `StreamTranslator` makes it."""
     events: list[dict[str, Any]] = [
-        {"type": "message_start", "message": {"id": "msg_1", "usage": {"input_tokens": 1}}},
+        {
+            "type": "message_start",
+            "message": {"id": "msg_1", "usage": {"input_tokens": 1, "output_tokens": 1}},
+        },
         {"type": "ping"},
     ]
     for index, block in enumerate(blocks):
@@ -329,6 +370,7 @@ def test_turns_join_into_one_message() -> None:
     assert final["usage"]["output_tokens"] == 12 and final["usage"]["input_tokens"] == 20
     assert final["usage"]["server_tool_use"] == {"web_search_requests": 1, "web_fetch_requests": 0}
     assert final["delta"]["stop_reason"] == "end_turn"
+    assert check_stream(sent) == []
     continued = turns.continuation()["content"]
     assert continued[1]["input"] == {"query": "tokyo"}
 
@@ -524,3 +566,396 @@ def test_no_backend_says_what_to_configure() -> None:
 
 def test_settings_without_table_have_no_backend() -> None:
     assert Settings().web_search is None
+
+
+# -- end to end: the anthropic SDK, claude-bridge, a scripted upstream, a fake SearXNG ------
+
+ANSWER = "Tokyo has about 14 million people [1]."
+
+
+def scripted_model(request: RecordedRequest) -> Reply:
+    """Calls `web_search` until the last message is its output, then answers; streamed when
+    asked to."""
+    body = request.json
+    last = body["messages"][-1]
+    stream = body.get("stream", False)
+    if last["role"] == "tool":
+        if stream:
+            return SSEReply(text_stream(["Tokyo has about ", "14 million people [1]."]))
+        return JSONReply(completion(ANSWER))
+    call = tool_call("call_ws1", "web_search", {"query": "tokyo population"})
+    if stream:
+        fragment = {"index": 0, **call}
+        return SSEReply(
+            [
+                chunk({"role": "assistant", "content": "Let me check."}),
+                chunk({"tool_calls": [fragment]}),
+                chunk(finish_reason="tool_calls"),
+                chunk(usage=openai_usage(100, 10), choices=False),
+                DONE,
+            ]
+        )
+    return JSONReply(
+        completion(
+            "Let me check.",
+            tool_calls=[call],
+            finish_reason="tool_calls",
+            usage=openai_usage(100, 10),
+        )
+    )
+
+
+@pytest.fixture
+def search_bridge(
+    make_bridge: Callable[..., Bridge], upstream: FakeUpstream, second_upstream: FakeUpstream
+) -> Bridge:
+    upstream.always(scripted_model)
+    second_upstream.always(
+        JSONReply(searxng_answer("https://tokyo.example/pop", "https://b.example/x"))
+    )
+    return make_bridge(web_search={"backend": "searxng", "url": second_upstream.base_url})
+
+
+def ask(client: anthropic.Anthropic, stream: bool, **tool: Any) -> Any:
+    params: dict[str, Any] = {
+        "model": "claude-sonnet-4-5",
+        "max_tokens": 200,
+        "tools": [{**SEARCH_TOOL, **tool}],
+        "messages": [{"role": "user", "content": "How many people live in Tokyo?"}],
+    }
+    if not stream:
+        return client.messages.create(**params)
+    with client.messages.stream(**params) as events:
+        seen = [event.type for event in events]
+        message = events.get_final_message()
+    assert seen.count("message_start") == 1 and seen[-1] == "message_stop"
+    return message
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["json", "stream"])
+def test_sdk_sees_one_message_with_the_search(
+    search_bridge: Bridge,
+    upstream: FakeUpstream,
+    second_upstream: FakeUpstream,
+    stream: bool,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, logger="claude_bridge.websearch")
+    with make_client(search_bridge) as client:
+        message = ask(client, stream)
+    kinds = (TextBlock, ServerToolUseBlock, WebSearchToolResultBlock, TextBlock)
+    assert len(message.content) == len(kinds)
+    assert all(isinstance(b, kind) for b, kind in zip(message.content, kinds, strict=True))
+    use, result = message.content[1], message.content[2]
+    assert use.name == "web_search" and use.input == {"query": "tokyo population"}
+    assert use.id.startswith("srvtoolu_") and result.tool_use_id == use.id
+    assert isinstance(result.content, list) and len(result.content) == 2
+    first = result.content[0]
+    assert (first.url, first.title, first.page_age) == (
+        "https://tokyo.example/pop",
+        "Title 1",
+        "2026-11-30T00:00:00",
+    )
+    assert ws.decode_content(first.encrypted_content) is not None
+    assert message.content[-1].text == ANSWER
+    assert message.stop_reason == "end_turn"
+    assert message.usage.server_tool_use is not None
+    assert message.usage.server_tool_use.web_search_requests == 1
+    assert message.usage.input_tokens == 112 and message.usage.output_tokens == 15  # both turns
+    # The second upstream turn had the call and its output; the search went to the backend.
+    second = upstream.requests[-1].json["messages"]
+    assert second[-2]["tool_calls"][0]["function"]["name"] == "web_search"
+    assert "[1] Title 1\nURL: https://tokyo.example/pop" in second[-1]["content"]
+    assert "q=tokyo+population" in second_upstream.last.target
+    assert any(r.getMessage().startswith("web search: 2 results") for r in caplog.records)
+
+
+def test_history_goes_back_to_the_model(search_bridge: Bridge, upstream: FakeUpstream) -> None:
+    with make_client(search_bridge) as client:
+        message = ask(client, stream=False)
+        upstream.always(JSONReply(completion("You're welcome.")))
+        client.messages.create(
+            model="claude-sonnet-4-5",
+            max_tokens=100,
+            tools=[SEARCH_TOOL],
+            messages=[
+                {"role": "user", "content": "How many people live in Tokyo?"},
+                {"role": "assistant", "content": message.content},
+                {"role": "user", "content": "Thanks"},
+            ],
+        )
+    sent = upstream.last.json["messages"]
+    assert [m["role"] for m in sent] == ["user", "assistant", "tool", "assistant", "user"]
+    assert "Snippet 1 about https://tokyo.example/pop" in sent[2]["content"]
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["json", "stream"])
+def test_backend_failure_is_an_error_block(
+    search_bridge: Bridge, second_upstream: FakeUpstream, stream: bool
+) -> None:
+    second_upstream.always(JSONReply({"error": "busy"}, status=429))
+    with make_client(search_bridge) as client:
+        message = ask(client, stream)
+    result = message.content[2]
+    assert isinstance(result, WebSearchToolResultBlock)
+    assert result.content.error_code == "too_many_requests"
+    assert message.content[-1].text == ANSWER
+    assert message.usage.server_tool_use.web_search_requests == 0
+
+
+def test_domain_filters_reach_the_backend_and_the_results(
+    search_bridge: Bridge, second_upstream: FakeUpstream
+) -> None:
+    with make_client(search_bridge) as client:
+        message = ask(client, stream=False, allowed_domains=["tokyo.example"])
+    assert [r.url for r in message.content[2].content] == ["https://tokyo.example/pop"]
+    assert "site%3Atokyo.example" in second_upstream.last.target
+
+
+def test_max_uses_exceeded(search_bridge: Bridge, upstream: FakeUpstream) -> None:
+    def always_search(request: RecordedRequest) -> Reply:
+        calls = sum(1 for m in request.json["messages"] if m["role"] == "tool")
+        if calls >= 2:
+            return JSONReply(completion("Done."))
+        call = tool_call(f"call_{calls}", "web_search", {"query": f"query {calls}"})
+        return JSONReply(completion(None, tool_calls=[call], finish_reason="tool_calls"))
+
+    upstream.always(always_search)
+    with make_client(search_bridge) as client:
+        message = ask(client, stream=False, max_uses=1)
+    results = [b for b in message.content if isinstance(b, WebSearchToolResultBlock)]
+    assert isinstance(results[0].content, list)
+    assert results[1].content.error_code == "max_uses_exceeded"
+    assert message.usage.server_tool_use.web_search_requests == 1
+    assert "limit of 1 searches" in upstream.last.json["messages"][-1]["content"]
+
+
+def test_bad_tool_is_a_400_that_never_reaches_the_upstream(
+    search_bridge: Bridge, upstream: FakeUpstream
+) -> None:
+    with (
+        make_client(search_bridge) as client,
+        pytest.raises(anthropic.BadRequestError, match="cannot both be set"),
+    ):
+        ask(client, stream=False, allowed_domains=["a.example"], blocked_domains=["b.example"])
+    assert not upstream.requests
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["json", "stream"])
+def test_no_backend_tells_claude_code_what_to_configure(
+    make_bridge: Callable[..., Bridge], upstream: FakeUpstream, stream: bool
+) -> None:
+    bridge = make_bridge()
+    params: dict[str, Any] = {
+        "model": "claude-sonnet-4-5",
+        "max_tokens": 200,
+        "tools": [{"type": "web_search_20250305", "name": "web_search", "max_uses": 8}],
+        "messages": [{"role": "user", "content": "Perform a web search for the query: tokyo"}],
+    }
+    with make_client(bridge) as client:
+        if stream:
+            with client.messages.stream(**params) as events:
+                message = events.get_final_message()
+        else:
+            message = client.messages.create(**params)
+    use, result, text = message.content
+    assert isinstance(use, ServerToolUseBlock) and use.input == {"query": "tokyo"}
+    assert (
+        isinstance(result, WebSearchToolResultBlock) and result.content.error_code == "unavailable"
+    )
+    assert "[web_search]" in text.text and "backend" in text.text
+    assert not upstream.requests  # nothing to ask the model
+
+
+def test_no_backend_tells_the_model_otherwise(
+    make_bridge: Callable[..., Bridge], upstream: FakeUpstream
+) -> None:
+    upstream.always(scripted_model)
+    bridge = make_bridge()
+    with make_client(bridge) as client:
+        message = ask(client, stream=False)
+    assert message.content[2].content.error_code == "unavailable"
+    told = upstream.last.json["messages"][-1]["content"]
+    assert "failed (unavailable)" in told and "[web_search]" in told
+
+
+def test_stream_is_clean_and_pings_while_searching(
+    make_bridge: Callable[..., Bridge], upstream: FakeUpstream, second_upstream: FakeUpstream
+) -> None:
+    """One stream: a clean event sequence by the protocol checker, and pings while the backend
+    is still searching (it answers only once the client has seen one)."""
+    released = threading.Event()
+
+    def slow_backend(request: RecordedRequest) -> Reply:
+        released.wait(CLIENT_TIMEOUT)
+        return JSONReply(searxng_answer("https://tokyo.example/pop"))
+
+    upstream.always(scripted_model)
+    second_upstream.always(slow_backend)
+    bridge = make_bridge(
+        web_search={"backend": "searxng", "url": second_upstream.base_url}, ping_interval=0.05
+    )
+    body = {
+        "model": "claude-sonnet-4-5",
+        "max_tokens": 200,
+        "stream": True,
+        "tools": [SEARCH_TOOL],
+        "messages": [{"role": "user", "content": "How many people live in Tokyo?"}],
+    }
+    raw = b""
+    events: list[dict[str, Any]] = []
+    with make_http(bridge) as http, http.stream("POST", "/v1/messages", json=body) as response:
+        assert response.status_code == 200
+        decoder = SSEDecoder()
+        for piece in response.iter_bytes():
+            raw += piece
+            for sse in decoder.decode(piece):
+                events.append(json.loads(sse.data))
+                searching = any(
+                    e.get("content_block", {}).get("type") == "server_tool_use" for e in events
+                )
+                if searching and events[-1]["type"] == "ping":
+                    released.set()
+    assert released.is_set()
+    assert check_wire(raw) == []
+    assert [e["type"] for e in events].count("message_start") == 1
+    final = [e for e in events if e["type"] == "message_delta"]
+    assert len(final) == 1 and final[0]["usage"]["server_tool_use"]["web_search_requests"] == 1
+
+
+def ask_once(settings: Settings, stream: bool, **app: Any) -> Any:
+    """`ask` on a bridge of its own, made with `create_app(settings, **app)`."""
+    bridge = start_bridge(settings, create_app(settings, **app))
+    try:
+        with make_client(bridge) as client:
+            return ask(client, stream)
+    finally:
+        bridge.stop()
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["json", "stream"])
+def test_journal_has_every_turn_and_upstream_replay_answers_the_searches(
+    upstream: FakeUpstream, second_upstream: FakeUpstream, tmp_path: Path, stream: bool
+) -> None:
+    upstream.always(scripted_model)
+    second_upstream.always(JSONReply(searxng_answer("https://tokyo.example/pop")))
+    settings = bridge_settings(
+        upstream.base_url,
+        record_dir=str(tmp_path / "journal"),
+        web_search={"backend": "searxng", "url": second_upstream.base_url},
+    )
+    recorder = Recorder.from_settings(settings)
+    first = ask_once(settings, stream, recorder=recorder)
+    (record,) = load(recorder.path).records
+    assert len(record.turns) == 1 and record.upstream is not None
+    assert record.turns[0].request.body["messages"][-1]["role"] == "user"
+    assert record.upstream.request.body["messages"][-1]["role"] == "tool"
+    assert record.usage.input_tokens == 112
+    # No upstream, no backend, no key: the journal answers both turns and the search.
+    upstream.reset()
+    second_upstream.reset()
+    replayed = bridge_settings(upstream.base_url, openai_api_key=None)
+    transport = ReplayTransport(load(recorder.path).records)
+    again = ask_once(replayed, stream, transport=transport)
+    assert not upstream.requests and not second_upstream.requests
+    assert transport.hits == 2 and transport.misses == 0
+    assert again.content[2].model_dump() == first.content[2].model_dump()
+    assert again.content[-1].text == ANSWER
+
+
+def test_upstream_annotations_become_citations(
+    search_bridge: Bridge, upstream: FakeUpstream
+) -> None:
+    """A final answer with `url_citation` annotations (OpenRouter, the search models): the cited
+    span is a text block of its own with a `web_search_result_location` citation."""
+    cited = "14 million people"
+    start = ANSWER.index(cited)
+
+    def citing(request: RecordedRequest) -> Reply:
+        if request.json["messages"][-1]["role"] != "tool":
+            return scripted_model(request)
+        body = completion(ANSWER)
+        body["choices"][0]["message"]["annotations"] = [
+            {
+                "type": "url_citation",
+                "url_citation": {
+                    "url": "https://tokyo.example/pop",
+                    "title": "Title 1",
+                    "start_index": start,
+                    "end_index": start + len(cited),
+                },
+            }
+        ]
+        return JSONReply(body)
+
+    upstream.always(citing)
+    with make_client(search_bridge) as client:
+        message = ask(client, stream=False)
+    texts = [b for b in message.content[3:] if isinstance(b, TextBlock)]
+    assert "".join(t.text for t in texts) == ANSWER
+    (quoted,) = [t for t in texts if t.citations]
+    (citation,) = quoted.citations
+    assert isinstance(citation, CitationsWebSearchResultLocation)
+    assert (citation.url, citation.title, citation.cited_text) == (
+        "https://tokyo.example/pop",
+        "Title 1",
+        cited,
+    )
+    assert quoted.text == cited and citation.encrypted_index
+
+
+def test_searches_show_in_the_request_line() -> None:
+    exchange = Exchange(id="req_1", route="/v1/messages", status=200, stop_reason="end_turn")
+    exchange.searches, exchange.search_failures = 2, 1
+    assert "end_turn (2 web searches, 1 failed)" in exchange_line(exchange).plain
+    assert result_piece(exchange) == ("end_turn (2 web searches, 1 failed)", "")
+
+
+RESPONSES_SEARCHED = Path(__file__).parent / "data/openai_responses/stream"
+SEARCHED_STREAM = RESPONSES_SEARCHED / "text_only_in_done_with_unknown_events.responses.sse"
+
+
+def test_upstream_backend_shows_the_responses_apis_own_search(
+    make_bridge: Callable[..., Bridge], upstream: FakeUpstream
+) -> None:
+    """`backend = "upstream"` on the Responses API: its `web_search` tool is asked for, and the
+    search it ran (a `web_search_call` item) reaches the client as the API's blocks."""
+    upstream.always(SSEReply([SEARCHED_STREAM.read_text()]))
+    bridge = make_bridge(mode="responses", web_search={"backend": "upstream"})
+    with make_client(bridge) as client:
+        message = ask(client, stream=True, allowed_domains=["example.org"])
+    sent = upstream.last.json
+    assert {"type": "web_search", "filters": {"allowed_domains": ["example.org"]}} in sent["tools"]
+    assert "web_search_call.action.sources" in sent["include"]
+    use, result, text = message.content
+    assert isinstance(use, ServerToolUseBlock) and use.input == {"query": "tokyo population"}
+    assert isinstance(result, WebSearchToolResultBlock) and result.tool_use_id == use.id
+    assert text.text == "About 14 million people live in Tokyo."
+    assert message.usage.server_tool_use.web_search_requests == 1
+    assert len(upstream.requests) == 1  # the proxy ran no search and asked no second turn
+
+
+def test_upstream_searches_wait_for_an_open_block() -> None:
+    turns = SearchTurns(ws.SearchTool())
+    events = _turn({"type": "text", "text": "Hi"})
+    sent = [out for event in events[:3] for out in turns.feed(event)]  # the text block is open
+    assert (
+        turns.upstream_search({"id": "ws_1", "status": "completed", "action": {"query": "q"}}) == []
+    )
+    sent += [out for event in events[3:] for out in turns.feed(event)]
+    assert check_stream(sent + turns.finish()) == []
+    kinds = [e["content_block"]["type"] for e in sent if e["type"] == "content_block_start"]
+    assert kinds == ["text", "server_tool_use", "web_search_tool_result"]
+
+
+def test_a_broken_search_is_an_error_block_too(
+    search_bridge: Bridge, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def broken(self: Searcher, query: str, tool: ws.SearchTool) -> list[ws.Result]:
+        raise RuntimeError("bug")
+
+    monkeypatch.setattr(Searcher, "search", broken)
+    with make_client(search_bridge) as client:
+        message = ask(client, stream=True)
+    assert message.content[2].content.error_code == "unavailable"
+    assert message.content[-1].text == ANSWER

@@ -9,6 +9,8 @@ SIGTERM while a stream is in flight; one loses a worker to SIGKILL. Each costs a
 from __future__ import annotations
 
 import json
+import logging
+import multiprocessing
 import os
 import queue
 import signal
@@ -26,12 +28,17 @@ from conftest import UPSTREAM_KEY
 from typer.testing import CliRunner
 from upstream import FakeUpstream, JSONReply, Pause, SSEReply, completion, text_stream
 
+from claude_bridge.cli import listen
 from claude_bridge.cli.main import app as cli_app
+from claude_bridge.proxy.config import ConfigError, load_settings
+from claude_bridge.proxy.events import Bus, Exchange
+from claude_bridge.proxy.workers import Relay, Supervisor, Worker
 
 CLI = Path(sys.executable).parent / "claude-bridge"
 WAIT = 30.0
 """Seconds anything may take before the test fails instead of hanging."""
 HI = [{"role": "user", "content": "hi"}]
+REQUESTS_200 = 'claude_bridge_requests_total{model="big",status="200",upstream="default"}'
 
 
 @dataclass
@@ -167,6 +174,10 @@ def test_two_workers_serve_one_port_record_one_journal_and_drain_on_sigterm(
     assert len(served.workers()) == 2
     finished = [served.next_event(lambda e: e.get("event") == "finish") for _ in sent]
     assert sorted(e["request_id"] for e in finished) == sorted(sent)  # shown by the parent
+    # Whichever worker answers the scrape, it counts both.
+    scrape = httpx.get(served.url + "/metrics", timeout=WAIT).text
+    counted = [line for line in scrape.splitlines() if line.startswith(REQUESTS_200)]
+    assert [line.rsplit(" ", 1)[1] for line in counted] == [f"{len(sent)}.0"], counted
 
     # A stream in flight when SIGTERM comes: it ends as it should, then both workers exit.
     upstream.always(None)
@@ -219,3 +230,75 @@ def test_a_killed_worker_is_said_and_started_again(
     scrape = httpx.get(served.url + "/metrics", timeout=WAIT).text
     assert "claude_bridge_requests_in_flight" in scrape
     assert served.stop() == 0
+
+
+# -- in process: the pieces serve puts together -------------------------------------------------
+
+
+def test_the_workers_listen_on_one_port_that_nothing_else_can_take() -> None:
+    groups = listen.bind_group("127.0.0.1", 0, 2)
+    try:
+        (first,), (second,) = groups
+        assert first is not second
+        port = listen.bound_port(groups[0])
+        assert second.getsockname()[1] == port
+        with pytest.raises(listen.ListenError, match=f"port {port} .* already in use"):
+            listen.bind_group("127.0.0.1", port, 2)  # another `serve --workers` is refused
+    finally:
+        for group in groups:
+            for sock in group:
+                sock.close()
+
+
+@pytest.mark.parametrize(
+    ("value", "outcome"),
+    [("2", 2), ("auto", os.cpu_count()), ("0", "at least 1"), ("many", "a number of processes")],
+)
+def test_the_workers_setting(value: str, outcome: int | str) -> None:
+    env = {"CLAUDE_BRIDGE_WORKERS": value}
+    if isinstance(outcome, int):
+        assert load_settings(env=env, config_path=None, dotenv_path=None).worker_count() == outcome
+    else:
+        with pytest.raises(ConfigError, match=f"setting workers: .*{outcome}"):
+            load_settings(env=env, config_path=None, dotenv_path=None)
+
+
+def test_the_parent_mirrors_what_a_worker_relays() -> None:
+    """Events with their fields, the progress of what is in flight (the dashboard reads it off
+    the mirror), and log records, through a real pipe."""
+    context = multiprocessing.get_context("spawn")
+    reader, writer = context.Pipe(duplex=False)
+    relay = Relay(writer, os.getppid())  # as in a worker: the parent is ours
+    seen: list[tuple[str, int, int]] = []
+    bus = Bus()
+    bus.subscribe(lambda kind, e: seen.append((kind, e.output_so_far, e.status)))
+    supervisor = Supervisor(lambda index, life: print, [[]], bus, grace=5)
+    worker = Worker(1, 0, context.Process(), reader)
+    exchange = Exchange(id="req_1", route="messages", stream=True)
+    relay("start", exchange)
+    exchange.output_chars = 40  # streamed since: no event says so
+    relay.start()
+    supervisor._receive(worker)  # its first batch: the start
+    assert seen == [("start", 0, 0)]
+    (mirror,) = supervisor._mirror.values()
+    assert mirror.output_so_far == 0
+    supervisor._receive(worker)  # the next: progress (a quarter of a second later)
+    assert mirror.output_so_far == 10 and mirror.stream
+    exchange.status, exchange.output_tokens = 200, 12
+    relay("finish", exchange)
+    relay.put_nowait(
+        logging.LogRecord("claude_bridge.test", logging.INFO, "", 0, "hello", None, None)
+    )
+    relay.close()
+    records: list[logging.LogRecord] = []
+    handler = logging.Handler()
+    handler.emit = records.append  # type: ignore[method-assign]
+    logging.getLogger("claude_bridge.test").addHandler(handler)
+    try:
+        supervisor._receive(worker)
+    finally:
+        logging.getLogger("claude_bridge.test").removeHandler(handler)
+    assert seen[1:] == [("finish", 12, 200)] and supervisor._mirror == {}
+    (record,) = records
+    assert record.getMessage() == "hello" and record.worker == 1  # type: ignore[attr-defined]
+    reader.close()

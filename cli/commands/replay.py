@@ -45,6 +45,7 @@ from claude_bridge.proxy.replay import (
 )
 
 from ..console import stderr, stdout
+from ..health_view import attempt_text
 from ..render import money, routed_to
 from .settings import CONFIG_OPTION, settings_from
 
@@ -314,6 +315,8 @@ def show_exchange(record: Record, pricing: Pricing) -> Iterator[RenderableType]:
     if routing.options:
         route.append(f"  {_options_text(routing.options)}", style="dim")
     yield route
+    for number, attempt in enumerate(record.attempts, 1):
+        yield Text(*attempt_text(number, attempt))
     if record.error:
         yield Text(f"error: {record.error.type}: {record.error.message}", style="red")
     usage = record.usage

@@ -38,6 +38,7 @@ from claude_bridge.proxy.drain import Server as DrainingServer
 from claude_bridge.proxy.drain import Stopping
 from claude_bridge.proxy.events import Bus, Exchange
 from claude_bridge.proxy.journal.writer import Recorder, journal_dir, session_path, worker_path
+from claude_bridge.proxy.resilience.health import Health as UpstreamHealth
 from claude_bridge.proxy.workers import Entry, Relay, Supervisor, shared_metrics
 
 from .. import bind_check, listen
@@ -233,10 +234,24 @@ def serve(
                 started = supervisor.run()
         else:
             recorder = wiring.recorder
+            upstreams = UpstreamHealth(settings)  # breakers and key pools: shown, and used
             display = attach_output(
-                mode, bus, info, secrets, lambda: Health(journal_stalls=recorder_stalls(recorder))
+                mode,
+                bus,
+                info,
+                secrets,
+                lambda: Health(
+                    journal_stalls=recorder_stalls(recorder),
+                    upstreams=tuple(upstreams.report()),
+                ),
             )
-            app = create_app(settings, bus=bus, transport=wiring.transport, recorder=recorder)
+            app = create_app(
+                settings,
+                bus=bus,
+                transport=wiring.transport,
+                recorder=recorder,
+                health=upstreams,
+            )
             app.state.drain.on_stop(stop_notice(mode, secrets))
             with display:
                 started = run_server(

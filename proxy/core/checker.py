@@ -18,7 +18,9 @@ _DELTAS = {
     "text": {"text_delta"},
     "thinking": {"thinking_delta", "signature_delta"},
     "tool_use": {"input_json_delta"},
+    "server_tool_use": {"input_json_delta"},
     "redacted_thinking": set(),
+    "web_search_tool_result": set(),  # comes whole in its content_block_start (PROTOCOL.md 12.1)
 }
 _TOOL_ID = re.compile(r"^[a-zA-Z0-9_-]+$")
 _LINE_END = re.compile(r"\r\n|\r|\n")
@@ -34,12 +36,15 @@ def _block_problem(block: Any) -> str | None:
     kind = block.get("type")
     if kind in _EMPTY_BLOCKS:
         return None if block == _EMPTY_BLOCKS[kind] else f"{kind} block must start empty: {block}"
-    if kind == "tool_use":
+    if kind in ("tool_use", "server_tool_use"):
         if not (isinstance(block.get("id"), str) and _TOOL_ID.match(block["id"])):
             return f"tool_use id {block.get('id')!r} does not match {_TOOL_ID.pattern}"
         if not isinstance(block.get("name"), str) or block.get("input") != {}:
             return f"tool_use block must start with a name and input {{}}: {block}"
         return None
+    if kind == "web_search_tool_result":
+        whole = isinstance(block.get("content"), (list, dict))
+        return None if whole and isinstance(block.get("tool_use_id"), str) else "bad result block"
     if kind == "redacted_thinking":
         return None if isinstance(block.get("data"), str) else "redacted_thinking without data"
     return f"unknown block type {kind!r}"
@@ -140,7 +145,7 @@ class _Checker:
         if self.open is None or event.get("index") != self.open:
             self.fail(position, f"stop for block {event.get('index')}, open: {self.open}")
             return
-        if self.kind == "tool_use":
+        if self.kind in ("tool_use", "server_tool_use"):
             text = "".join(self.parts)
             try:
                 value = json.loads(text)

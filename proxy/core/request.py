@@ -123,7 +123,7 @@ def translate_request(request: a.MessagesRequest, options: RequestOptions) -> Op
     names = ToolNames([t.name for t in request.tools or ()])
     dropped: list[str] = []
     ctx = Translation(profile, model, names, dropped, profile.forwards_cache_control(model))
-    ctx.native_search = options.native_web_search and profile.name == "openrouter"
+    ctx.native_search = web_search.native(options.native_web_search, "openai", profile.name)
     messages = _system_messages(request, ctx)
     messages.extend(_conversation(request.messages, ctx))
     _reasoning_content(messages, ctx)

@@ -14,7 +14,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import web_search
+from . import untrusted, web_search
 from .errors import BridgeError
 from .source import EventSource
 from .web_search import Result, SearchFailed
@@ -69,6 +69,8 @@ class SearchTurns:
         self._index: dict[int, int] = {}  # this turn's block index -> the client's
         self._stop: tuple[Any, Any] = (None, None)
         self._client_tools = False
+        self._open = False  # a block of this turn is open: blocks of our own wait for its end
+        self._waiting: list[Event] = []
 
     # -- a streamed turn -----------------------------------------------------------------
 
@@ -81,13 +83,16 @@ class SearchTurns:
             self.turns += 1
             return [event] if self.turns == 1 else []
         if kind == "content_block_start":
+            self._open = True
             return [self._start(event)]
         if kind == "content_block_delta":
             index = self._index[event["index"]]
             self._grow(self.content[index], event["delta"])
             return [{**event, "index": index}]
         if kind == "content_block_stop":
-            return [{**event, "index": self._index[event["index"]]}]
+            self._open = False
+            waiting, self._waiting = self._waiting, []
+            return [{**event, "index": self._index[event["index"]]}, *waiting]
         if kind == "message_delta":
             self._end_turn(event.get("usage"), event.get("delta") or {})
             return []
@@ -107,7 +112,7 @@ class SearchTurns:
         elif block.get("type") == "tool_use":
             self._client_tools = True
         self._index[event["index"]] = len(self.content)
-        self.content.append(block)
+        self.content.append(dict(block))  # grows with the deltas; what is sent must not
         return {**event, "index": len(self.content) - 1, "content_block": block}
 
     def _grow(self, block: dict[str, Any], delta: dict[str, Any]) -> None:
@@ -124,6 +129,40 @@ class SearchTurns:
                 search.arguments.append(delta["partial_json"])
             else:
                 block.setdefault("_json", []).append(delta["partial_json"])
+
+    def upstream_search(self, item: dict[str, Any]) -> list[Event]:
+        """A search the upstream ran itself (a Responses `web_search_call` item, done): its
+        `server_tool_use` and `web_search_tool_result` blocks, with the sources' URLs when the
+        upstream gave them (PROTOCOL.md 12.3)."""
+        action = _object(item.get("action"))
+        queries = _list(action.get("queries"))
+        query = action.get("query") or next(iter(queries), "")
+        sources = _list(action.get("sources"))
+        urls = [s["url"] for s in sources if isinstance(s, dict) and isinstance(s.get("url"), str)]
+        block_id = web_search.server_id(web_search.CLIENT_ID_PREFIX + str(item.get("id") or ""))
+        use = web_search.server_tool_use(
+            block_id, {"query": query if isinstance(query, str) else ""}
+        )
+        outcome: list[Result] | SearchFailed = [Result(url, url) for url in urls]
+        if item.get("status") == "failed":
+            outcome = SearchFailed("unavailable")
+        else:
+            self.searches += 1
+        result = web_search.result_block(block_id, outcome)
+        start = len(self.content)
+        self.content += [use, result]
+        arguments = json.dumps(use["input"])
+        events: list[Event] = [
+            {"type": "content_block_start", "index": start, "content_block": {**use, "input": {}}},
+            _delta(start, {"type": "input_json_delta", "partial_json": arguments}),
+            {"type": "content_block_stop", "index": start},
+            {"type": "content_block_start", "index": start + 1, "content_block": result},
+            {"type": "content_block_stop", "index": start + 1},
+        ]
+        if self._open:
+            self._waiting += events
+            return []
+        return events
 
     # -- a whole turn --------------------------------------------------------------------
 
@@ -243,6 +282,18 @@ class SearchTurns:
         return {"role": "assistant", "content": [_sent(b, keep_detail=True) for b in self.content]}
 
 
+def _object(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def _list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else []
+
+
+def _delta(index: int, delta: dict[str, Any]) -> Event:
+    return {"type": "content_block_delta", "index": index, "delta": delta}
+
+
 class TurnSource:
     """One upstream turn's translator (`EventSource`), its events joined into the answer."""
 
@@ -262,7 +313,16 @@ class TurnSource:
         return self._join(self._inner.start())
 
     def feed_data(self, data: str) -> list[Event]:
-        return self._join(self._inner.feed_data(data))
+        searched: list[Event] = []
+        if '"web_search_call"' in data and "response.output_item.done" in data:
+            try:  # the upstream's own search, which the inner translator skips
+                event = untrusted.event(data)
+            except untrusted.TooDeep:
+                event = None  # the inner translator fails the stream on it
+            item = event.get("item") if event else None
+            if isinstance(item, dict) and item.get("type") == "web_search_call":
+                searched = self._turns.upstream_search(item)
+        return searched + self._join(self._inner.feed_data(data))
 
     def finish(self) -> list[Event]:
         return self._join(self._inner.finish())

@@ -10,12 +10,10 @@ blocks gives the model back what it searched and found with no state kept in the
 from __future__ import annotations
 
 import base64
-import binascii
 import json
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any, Literal, get_args
-from urllib.parse import urlsplit
 
 from ..models import anthropic as a
 from .errors import InvalidRequest
@@ -128,6 +126,20 @@ def function_definition() -> tuple[str, dict[str, Any]]:
     return DESCRIPTION, PARAMETERS
 
 
+def native(native_web_search: bool, dialect: str, profile_name: str) -> bool:
+    """Whether the upstream runs the searches itself: asked for (`backend = "upstream"`), and
+    it can (the Responses API; OpenRouter's Chat Completions). Else the proxy runs them."""
+    return native_web_search and (dialect == "responses" or profile_name == "openrouter")
+
+
+def upstream_calls(data: Any) -> list[dict[str, Any]]:
+    """The searches a non-streamed Responses answer says the upstream ran (`web_search_call`
+    items), in order."""
+    output = data.get("output") if isinstance(data, dict) else None
+    items = output if isinstance(output, list) else []
+    return [i for i in items if isinstance(i, dict) and i.get("type") == "web_search_call"]
+
+
 def openrouter_tool(tool: SearchTool) -> dict[str, Any]:
     """OpenRouter's own search, as a server tool of its Chat Completions (PROTOCOL.md 12.3)."""
     parameters: dict[str, Any] = {}
@@ -145,7 +157,7 @@ def responses_tool(tool: SearchTool) -> tuple[dict[str, Any], list[str]]:
         native["filters"] = {"allowed_domains": list(tool.allowed_domains)}
     if tool.user_location:
         native["user_location"] = {"type": "approximate", **tool.user_location}
-    dropped = ["web_search blocked_domains (the Responses API has none)"]
+    dropped = ["web_search blocked_domains (the Responses API has no such filter)"]
     return native, dropped if tool.blocked_domains else []
 
 
@@ -156,11 +168,22 @@ def domain_matches(url: str, domain: str) -> bool:
     """`url` is on `domain` (`example.com` also covers its subdomains) and, for a domain with
     a path (`example.com/blog`), under that path."""
     host_part, _, path = domain.partition("/")
-    parts = urlsplit(url)
-    host = (parts.hostname or "").lower()
+    host, url_path = _host_and_path(url)
     if host != host_part and not host.endswith("." + host_part):
         return False
-    return not path or parts.path.lstrip("/").startswith(path)
+    return not path or url_path.startswith(path)
+
+
+def _host_and_path(url: str) -> tuple[str, str]:
+    """An http(s) URL's host (lower case, no user or port) and path (no leading slash); two
+    empty strings for anything else. (The core does no I/O and imports no urllib.)"""
+    scheme, found, rest = url.partition("://")
+    if not found or scheme.lower() not in ("http", "https"):
+        return "", ""
+    end = min((i for i in (rest.find(c) for c in "/?#") if i >= 0), default=len(rest))
+    netloc, path = rest[:end].rpartition("@")[2], rest[end:]
+    host = netloc[1:].partition("]")[0] if netloc.startswith("[") else netloc.partition(":")[0]
+    return host.lower(), path.partition("?")[0].partition("#")[0].lstrip("/")
 
 
 def kept(results: Iterable[Result], tool: SearchTool, limit: int) -> list[Result]:
@@ -170,7 +193,7 @@ def kept(results: Iterable[Result], tool: SearchTool, limit: int) -> list[Result
     for result in results:
         if len(out) >= limit:
             break
-        if urlsplit(result.url).scheme not in ("http", "https") or len(result.url) > MAX_URL_CHARS:
+        if not _host_and_path(result.url)[0] or len(result.url) > MAX_URL_CHARS:
             continue
         if tool.allowed_domains and not any(
             domain_matches(result.url, d) for d in tool.allowed_domains
@@ -212,7 +235,7 @@ def decode_content(token: Any) -> Result | None:
     try:
         data = json.loads(base64.urlsafe_b64decode(token[len(CONTENT_PREFIX) :]))
         return Result(str(data["u"]), str(data["t"]), str(data["s"]), data.get("a"))
-    except (ValueError, KeyError, TypeError, binascii.Error):
+    except (ValueError, KeyError, TypeError):  # binascii.Error is a ValueError
         return None
 
 
@@ -269,6 +292,68 @@ def with_search_usage(usage: dict[str, Any], searches: int) -> dict[str, Any]:
     return {**usage, "server_tool_use": {"web_search_requests": searches, "web_fetch_requests": 0}}
 
 
+CITED_TEXT_CHARS = 150
+INDEX_PREFIX = "cbwi1."
+
+
+def url_citations(data: Any) -> list[tuple[int, int, str, str | None]]:
+    """(start, end, url, title) of each `url_citation` a non-streamed upstream answer carries:
+    Chat Completions' nested form (OpenRouter, the search models) or the Responses API's flat
+    one, on the answer's text (PROTOCOL.md 12.3)."""
+    found: list[Any] = []
+    if isinstance(data, dict):
+        for choice in data.get("choices") or ():
+            message = choice.get("message") if isinstance(choice, dict) else None
+            if isinstance(message, dict) and isinstance(message.get("annotations"), list):
+                found += message["annotations"]
+        for item in data.get("output") or ():
+            for part in (item.get("content") if isinstance(item, dict) else None) or ():
+                if isinstance(part, dict) and isinstance(part.get("annotations"), list):
+                    found += part["annotations"]
+    spans = []
+    for annotation in found:
+        if not isinstance(annotation, dict) or annotation.get("type") != "url_citation":
+            continue
+        cited = annotation.get("url_citation", annotation)
+        start, end, url = cited.get("start_index"), cited.get("end_index"), cited.get("url")
+        if type(start) is int and type(end) is int and isinstance(url, str) and 0 <= start < end:
+            title = cited.get("title")
+            spans.append((start, end, url, title if isinstance(title, str) else None))
+    return sorted(spans)
+
+
+def cited(message: dict[str, Any], spans: list[tuple[int, int, str, str | None]]) -> None:
+    """The message's text split where `spans` cite a source, each cited span a text block of
+    its own with a `web_search_result_location` citation, as the API sends them. Only for a
+    message with one text block (the spans count in the upstream's one text)."""
+    content = message.get("content") or []
+    texts = [i for i, block in enumerate(content) if block.get("type") == "text"]
+    if not spans or len(texts) != 1:
+        return
+    text = content[texts[0]]["text"]
+    blocks: list[dict[str, Any]] = []
+    position = 0
+    for start, end, url, title in spans:
+        if start < position or end > len(text):
+            continue  # overlapping or beyond the text: left out
+        if start > position:
+            blocks.append({"type": "text", "text": text[position:start]})
+        span = text[start:end]
+        where = json.dumps({"u": url, "t": title}, ensure_ascii=False, separators=(",", ":"))
+        citation = {
+            "type": "web_search_result_location",
+            "url": url,
+            "title": title,
+            "cited_text": span[:CITED_TEXT_CHARS],
+            "encrypted_index": INDEX_PREFIX + base64.urlsafe_b64encode(where.encode()).decode(),
+        }
+        blocks.append({"type": "text", "text": span, "citations": [citation]})
+        position = end
+    if position < len(text):
+        blocks.append({"type": "text", "text": text[position:]})
+    message["content"] = content[: texts[0]] + blocks + content[texts[0] + 1 :]
+
+
 # -- what the model reads -----------------------------------------------------------------
 
 
@@ -289,15 +374,14 @@ def function_output(query: str, outcome: list[Result] | SearchFailed) -> str:
     return "\n".join(lines)
 
 
-def history_output(query: str, content: Any) -> str:
-    """The function output for a `web_search_tool_result` block sent back in a later request:
-    our results whole, anyone else's by title and URL."""
+def outcome_of(content: Any) -> list[Result] | SearchFailed:
+    """What a `web_search_tool_result` block's content says was found: our results whole,
+    anyone else's by title and URL; or the error."""
     if isinstance(content, dict):
         code = content.get("error_code")
         detail = content.get("detail")  # the proxy's own note, within one answer
-        known = next((c for c in ERROR_CODES if c == code), "unavailable")
-        failed = SearchFailed(known, str(detail or ""))
-        return function_output(query, failed)
+        known: ErrorCode = next((c for c in ERROR_CODES if c == code), "unavailable")
+        return SearchFailed(known, str(detail or ""))
     results = []
     for item in content if isinstance(content, list) else ():
         if not isinstance(item, dict) or not isinstance(item.get("url"), str):
@@ -306,7 +390,12 @@ def history_output(query: str, content: Any) -> str:
         if result is None:
             result = Result(item["url"], str(item.get("title") or ""), "", item.get("page_age"))
         results.append(result)
-    return function_output(query, results)
+    return results
+
+
+def history_output(query: str, content: Any) -> str:
+    """The function output for a `web_search_tool_result` block sent back in a later request."""
+    return function_output(query, outcome_of(content))
 
 
 def is_search_use(block: Any) -> bool:

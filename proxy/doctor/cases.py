@@ -116,6 +116,12 @@ def _tool_round_trip(prefix: str, *markers: str) -> Check:
     return check
 
 
+def _plain(run: Run) -> str | None:
+    if not any(not seen.body.get("stream") for seen in run.seen):
+        return f"Claude Code did not ask again without streaming: {run.said()}"
+    return _succeeded(run, scripted.TEXT)
+
+
 def _thinking(run: Run) -> str | None:
     shown = " ".join(str(b.get("thinking", "")) for b in run.blocks("assistant", "thinking"))
     if scripted.THOUGHT not in shown:
@@ -161,10 +167,10 @@ def cases(workspace: Path) -> list[Case]:
     return [
         Case(
             "text",
-            "plain text",
+            "non-streamed text",
             "[doctor:text] Say the text.",
-            _answer_is(scripted.TEXT),
-            "a short answer, as the result",
+            _plain,
+            "after a 404 on the stream, asked again without streaming, answered",
         ),
         Case(
             "stream",

@@ -39,6 +39,7 @@ SUBAGENT_WORDS = f"The marker is {SUBAGENT_MARKER}."
 IMAGE_SEEN = "Image received"
 CUT_TEXT = "This answer was cut off once and then sent again whole."
 UPSTREAM_ERROR = "doctor: the scripted upstream refused this request"
+NO_STREAMING = "doctor: streaming is not served for this case"
 SUBAGENT_INNER = "subagent-inner"
 
 
@@ -51,6 +52,8 @@ class Reply:
     finish: str = "stop"
     cut: bool = False
     error: str | None = None
+    status: int = 400
+    """The error's HTTP status."""
 
 
 @dataclass(frozen=True)
@@ -146,6 +149,9 @@ def script(body: dict[str, Any], attempt: int) -> Reply:
     case, argument = found if found else ("", "")
     results = _results(body)
     if case == "text":
+        # Streaming refused as a server without it would: Claude Code asks again without.
+        if body.get("stream"):
+            return Reply(error=NO_STREAMING, status=404)
         return text(TEXT)
     if case == "stream":
         return text(STREAMED, pieces=24)
@@ -282,7 +288,7 @@ class ScriptedUpstream(httpx.AsyncBaseTransport):
         reply = script(body, attempt)
         if reply.error is not None:
             error = {"message": reply.error, "type": "invalid_request_error", "code": None}
-            return httpx.Response(400, json={"error": error})
+            return httpx.Response(reply.status, json={"error": error})
         if not body.get("stream"):
             return httpx.Response(200, json=completion(reply, body))
         return httpx.Response(

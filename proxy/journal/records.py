@@ -154,6 +154,22 @@ class ErrorInfo(_Model):
     message: str
 
 
+class AttemptRecord(_Model):
+    """One target (and key) tried for a fallback chain or a key pool (`resilience.failover`)."""
+
+    upstream: str
+    model: str
+    key: str
+    """The key's name (its variable, or `key N`), never its value."""
+    outcome: str
+    """`ok`, `failed`, or `skipped` (breaker open, every key resting)."""
+    offset_ms: float = 0.0
+    ms: float = 0.0
+    status: int | None = None
+    error_type: str | None = None
+    error: str | None = None
+
+
 class Record(_Model):
     v: int = FORMAT_VERSION
     id: str
@@ -173,6 +189,11 @@ class Record(_Model):
     status: int | None = None
     error: ErrorInfo | None = None
     notes: list[str] = Field(default_factory=list)
+    attempts: list[AttemptRecord] = Field(default_factory=list)
+    """Every attempt when more than one was made (or the only one failed); else empty."""
+    turns: list[Upstream] = Field(default_factory=list)
+    """The upstream turns before `upstream` of an answer that took several (the proxy ran
+    the model's web searches between them), oldest first."""
     elided: int = 0
     """How many base64 payloads were left out (0 with `--record-full`)."""
 

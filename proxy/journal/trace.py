@@ -53,6 +53,8 @@ class Trace:
         self.message_id: str | None = None
         self.upstream: UpstreamTrace | None = None
         self.upstream_retries: list[str] = []
+        self.turns: list[UpstreamTrace] = []
+        """Earlier upstream turns of the same answer (the web search loop asks again)."""
         self.upstream_first_byte_ms: float | None = None
         self.client_first_byte_ms: float | None = None
         self.end_ms: float | None = None
@@ -127,6 +129,13 @@ class Trace:
             self.upstream_retries.append(f"{previous.sent_ms:.0f} ms: {outcome}")
         self.upstream = UpstreamTrace(method, url, list(headers), body, sent_ms=self.ms())
         self.upstream_first_byte_ms = None
+
+    def next_turn(self) -> None:
+        """The upstream is asked again for the same answer: what it said so far is a turn,
+        not a try (`turns`)."""
+        if self.upstream is not None:
+            self.turns.append(self.upstream)
+            self.upstream = None
 
     def upstream_response(self, status: int, headers: Iterable[tuple[str, str]]) -> None:
         if self.upstream is not None:

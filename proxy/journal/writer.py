@@ -31,9 +31,11 @@ from ..config import ENV_PREFIX, ConfigError, Settings
 from ..drain import Drain
 from ..events import Exchange
 from ..files import open_private, private_dir
+from ..resilience.failover import failed_over
 from ..transport import pooled_transport
 from .records import (
     REPLAYED_FROM_HEADER,
+    AttemptRecord,
     ClientRequest,
     ErrorInfo,
     Record,
@@ -177,6 +179,10 @@ def build_record(
         status=exchange.status or None,
         error=error,
         notes=list(exchange.notes),
+        turns=[_upstream(turn, elide, hidden_headers, secrets) for turn in trace.turns],
+        attempts=[AttemptRecord(**a.fields()) for a in exchange.attempts]
+        if failed_over(exchange.attempts)
+        else [],
         elided=elided,
     )
 

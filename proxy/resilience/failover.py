@@ -58,6 +58,25 @@ class Attempt:
     error_type: str | None = None
     error: str | None = None
 
+    def fields(self) -> dict[str, Any]:
+        """As plain JSON data, times in milliseconds: for the JSON logs and the journal."""
+        return {
+            "upstream": self.upstream,
+            "model": self.model,
+            "key": self.key,
+            "outcome": self.outcome,
+            "offset_ms": round(self.offset * 1000, 1),
+            "ms": round(self.duration * 1000, 1),
+            "status": self.status,
+            "error_type": self.error_type,
+            "error": self.error,
+        }
+
+
+def failed_over(attempts: Sequence[Attempt]) -> bool:
+    """More than one attempt, or one that did not answer: worth telling."""
+    return len(attempts) > 1 or any(a.outcome != "ok" for a in attempts)
+
 
 @dataclass(frozen=True)
 class Served(Generic[T]):
@@ -93,7 +112,9 @@ class Failover:
             target = chain[index]
             upstream = self.health[target.upstream]
             if not run.lone and not upstream.breaker.allows():
-                run.skip(target, "", _open(target, upstream, self.health.clock()))
+                wait = upstream.breaker.reopens_at - self.health.clock()
+                failing = f"upstream {target.upstream} is skipped: it kept failing"
+                run.skip(target, "", _skipped(failing, wait, 529, "overloaded_error"))
                 index += 1
                 continue
             try:
@@ -154,7 +175,10 @@ class _Run(Generic[T]):
             if key is None:
                 breaker.release()
                 if last is None:  # not one key could be tried
-                    last = _resting(target, upstream, self.clock())
+                    now = self.clock()
+                    wait = (pool.back_at() or now) - now
+                    resting = f"every key of upstream {target.upstream} is rate-limited or refused"
+                    last = _skipped(resting, wait, 429, "rate_limit_error")
                     self.skip(target, "", last)
                 return Move.TARGET, last
             tried.append(key)
@@ -164,7 +188,7 @@ class _Run(Generic[T]):
             except BridgeError as error:
                 move = classify(error)
                 self._account(upstream, key, error, move)
-                self._note(target, key.label, started, error)
+                self._note(target, key.label, started, error, move)
                 if move is Move.STOP or self.lone:
                     raise
                 if move is not Move.KEY:
@@ -200,16 +224,22 @@ class _Run(Generic[T]):
             upstream.breaker.success()
             upstream.pool.succeeded(key)
 
-    def _note(self, target: Target, key: str, started: float, error: BridgeError) -> None:
+    def _note(
+        self, target: Target, key: str, started: float, error: BridgeError, move: Move
+    ) -> None:
         self.outcomes.append(Outcome(error))
         self.attempts.append(self._attempt(target, key, "failed", started, error))
-        log.warning(
-            "%s (%s) failed after %.0f ms: %s %s",
+        # A warning when the request moves on; a failure the client gets is its request's.
+        moving = move is not Move.STOP and not self.lone
+        log.log(
+            logging.WARNING if moving else logging.DEBUG,
+            "%s (%s) failed after %.0f ms: %s %s%s",
             target,
             key,
             (self.clock() - started) * 1000,
             error.status,
             error.message,
+            f"; trying the {move.value}" if moving else "",
             extra=dict(self.extra),
         )
 
@@ -234,26 +264,12 @@ class _Run(Generic[T]):
         )
 
 
-def _open(target: Target, upstream: UpstreamHealth, now: float) -> UpstreamError:
-    """What a target skipped for its open breaker tells the client, if nothing else does."""
-    wait = max(upstream.breaker.reopens_at - now, 1.0)
+def _skipped(message: str, wait: float, status: int, kind: str) -> UpstreamError:
+    """A target skipped without a call: what the client hears, if nothing tells more."""
+    seconds = f"{max(wait, 1.0):.0f}"
     return UpstreamError(
-        f"upstream {target.upstream} is skipped: it kept failing; it is tried again in "
-        f"{wait:.0f} s",
-        status=529,
-        type="overloaded_error",
-        headers={"retry-after": f"{wait:.0f}"},
-    )
-
-
-def _resting(target: Target, upstream: UpstreamHealth, now: float) -> UpstreamError:
-    """A target all of whose keys are resting after 429s (or refused)."""
-    back = upstream.pool.back_at()
-    wait = max((back if back is not None else now) - now, 1.0)
-    return UpstreamError(
-        f"every key of upstream {target.upstream} is rate-limited or refused; the first is "
-        f"back in {wait:.0f} s",
-        status=429,
-        type="rate_limit_error",
-        headers={"retry-after": f"{wait:.0f}"},
+        f"{message}; tried again in {seconds} s",
+        status=status,
+        type=kind,
+        headers={"retry-after": seconds},
     )

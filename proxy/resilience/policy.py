@@ -1,8 +1,10 @@
 """Which failures move a request on, where to, and what the client hears when all fail.
 
 Pure: an attempt's error in, a decision out. Nothing moves on once a byte reached the client
-(after that only an SSE `error` event is possible), nor on the client's own mistakes (an
-invalid request, 413): another upstream would refuse it as well.
+(after that only an SSE `error` event is possible): the failover loop spans an attempt up to
+the upstream's answer (its status, for a stream), before anything is sent, and never after.
+Nor on the client's own mistakes (an invalid request, 413): another upstream would refuse it
+as well.
 
 ==========================================  ===============================================
 failure (as `upstream.py` maps it)          what comes next
@@ -12,7 +14,7 @@ failure (as `upstream.py` maps it)          what comes next
 connect error, timeout before the answer,   the upstream's breaker counts it; the next
 500/502/503/504/529                         target (its other keys would fare no better)
 context too long                            the next target with a larger window, if known
-anything else; any failure after a byte     none: the client gets it
+anything else                               none: the client gets it
 ==========================================  ===============================================
 """
 
@@ -44,9 +46,9 @@ _OWN_OVERLOAD = "claude-bridge is overloaded"
 """`upstream.py`'s 529 for its own connection pool staying full: not the upstream's fault."""
 
 
-def classify(error: BridgeError, *, sent: bool = False) -> Move:
-    """What `error`, from one attempt, calls for; `sent`: a byte already reached the client."""
-    if sent or not isinstance(error, UpstreamError):
+def classify(error: BridgeError) -> Move:
+    """What `error`, from one attempt before its answer reached the client, calls for."""
+    if not isinstance(error, UpstreamError):
         return Move.STOP
     status, kind = error.status, error.type
     if status == 400 and error.message.startswith(_OVERFLOWS):

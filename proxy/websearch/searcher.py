@@ -46,6 +46,24 @@ class Searcher:
         self._client = httpx.AsyncClient(
             transport=transport, timeout=timeout, trust_env=False, follow_redirects=False
         )
+        self._replayed: dict[str, list[list[Result] | SearchFailed]] | None = None
+
+    def replay(self, recorded: dict[str, list[list[Result] | SearchFailed]]) -> None:
+        """Answer from a journal's searches (`--upstream-replay`) instead of a backend: each
+        query's outcomes in the order recorded, the last one again once they run out."""
+        self._replayed = recorded
+
+    @property
+    def runs(self) -> bool:
+        """A backend the proxy can search with is configured."""
+        if self._replayed is not None:
+            return True
+        return self.settings is not None and self.settings.backend in BACKENDS
+
+    @property
+    def unavailable(self) -> str:
+        """Why searches fail when nothing `runs`: what to configure."""
+        return NOT_CONFIGURED if self.settings is None else NO_NATIVE_SEARCH
 
     @property
     def limit(self) -> int:
@@ -53,6 +71,8 @@ class Searcher:
 
     async def search(self, query: str, tool: SearchTool) -> list[Result]:
         """Up to `limit` results the tool's domain lists allow, or `SearchFailed`."""
+        if self._replayed is not None:
+            return _replayed(self._replayed, query)
         settings = self.settings
         if settings is None:
             raise SearchFailed("unavailable", NOT_CONFIGURED)
@@ -96,3 +116,15 @@ class Searcher:
 
     async def aclose(self) -> None:
         await self._client.aclose()
+
+
+def _replayed(recorded: dict[str, list[list[Result] | SearchFailed]], query: str) -> list[Result]:
+    outcomes = recorded.get(query)
+    if not outcomes:
+        raise SearchFailed(
+            "unavailable", "upstream replay: the journal has no search for this query"
+        )
+    outcome = outcomes.pop(0) if len(outcomes) > 1 else outcomes[0]
+    if isinstance(outcome, SearchFailed):
+        raise outcome
+    return outcome

@@ -355,6 +355,8 @@ def main() -> int:
         return 2
     for name, path in vars(artefacts).items():
         print(f"{name}: {path}")
+    for version, claude in claude_codes(compatibility_versions()).items():
+        print(f"claude {version} (compatibility grid): {claude}")
     log(f"all artefacts ready in {time.monotonic() - started:.0f} s")
     return 0
 

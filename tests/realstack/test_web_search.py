@@ -19,7 +19,6 @@ from typing import Any
 
 import pytest
 import tomli_w
-
 from upstream import (
     DONE,
     FakeUpstream,
@@ -31,6 +30,8 @@ from upstream import (
     openai_usage,
     text_stream,
 )
+
+from claude_bridge.proxy.core.checker import check_wire
 
 from . import build
 from .conftest import Bridge, Claude, _base_env
@@ -61,7 +62,7 @@ def searxng(request: RecordedRequest) -> Reply:
 def _call(name: str, arguments: dict[str, Any]) -> SSEReply:
     call = {
         "index": 0,
-        "id": "call_ws1",
+        "id": f"call_{name.lower()}",
         "type": "function",
         "function": {"name": name, "arguments": json.dumps(arguments)},
     }
@@ -84,17 +85,24 @@ def model(request: RecordedRequest) -> Reply:
     body = request.json or {}
     tools = [t.get("function", {}).get("name") for t in body.get("tools") or []]
     messages = body.get("messages") or []
-    last = messages[-1] if messages else {}
-    text = json.dumps(last.get("content"))
+    called = [
+        call["function"]["name"]
+        for message in messages
+        if message["role"] == "assistant"
+        for call in message.get("tool_calls") or []
+    ]
     if "web_search" in tools:  # Claude Code's side request, its server tool made a function
-        if last.get("role") == "tool":
+        if "web_search" in called:
             return _text(SUMMARY)
         return _call("web_search", {"query": QUERY})
-    if last.get("role") == "tool":  # the WebSearch tool result, back in the main loop
+    if TRIGGER not in json.dumps(messages):
+        return _text("ok")  # Claude Code's other requests (titles, ...)
+    if "WebSearch" in called:  # its tool result is back in the main loop
         return _text(FINAL)
-    if "WebSearch" in tools and TRIGGER in text:
+    if "WebSearch" in tools:
         return _call("WebSearch", {"query": QUERY})
-    return _text("ok")
+    # WebSearch is a deferred tool: loaded by name first (PROTOCOL.md 11.3).
+    return _call("ToolSearch", {"query": "select:WebSearch", "max_results": 1})
 
 
 @pytest.fixture(scope="module")
@@ -106,7 +114,9 @@ def bridge(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Bridge]:
         home = work / "home-bridge"
         home.mkdir()
         config = home / "config.toml"
-        config.write_text(tomli_w.dumps({"web_search": {"backend": "searxng", "url": search.base_url}}))
+        config.write_text(
+            tomli_w.dumps({"web_search": {"backend": "searxng", "url": search.base_url}})
+        )
         back = Recorder(upstream.base_url)
         env = {
             **_base_env(home),
@@ -119,9 +129,23 @@ def bridge(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Bridge]:
         }
         port = free_port()
         command = Path(sys.executable).parent / "claude-bridge"
-        argv: list[str | Path] = [command, "serve", "--host", "127.0.0.1", "--port", str(port), "--no-dashboard"]
-        process = Process("claude-bridge (websearch)", argv, url=f"http://127.0.0.1:{port}",
-                          log=work / "bridge-websearch.log", env=env, cwd=home)
+        argv: list[str | Path] = [
+            command,
+            "serve",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--no-dashboard",
+        ]
+        process = Process(
+            "claude-bridge (websearch)",
+            argv,
+            url=f"http://127.0.0.1:{port}",
+            log=work / "bridge-websearch.log",
+            env=env,
+            cwd=home,
+        )
         front: Recorder | None = None
         try:
             process.wait_ready("/", 60)
@@ -139,9 +163,13 @@ def test_claude_code_does_one_search_with_the_backends_results(
 ) -> None:
     claude = Claude(artefacts.claude, bridge, tmp_path / "home", tmp_path / "workspace")
     run = claude.run(
-        "-p", f"{TRIGGER}: search the web for the marker",
-        "--allowedTools", "WebSearch",
-        "--output-format", "stream-json", "--verbose",
+        "-p",
+        f"{TRIGGER}: search the web for the marker",
+        "--allowedTools",
+        "WebSearch",
+        "--output-format",
+        "stream-json",
+        "--verbose",
     )
     assert run.returncode == 0, f"{run.report()}\n{bridge.logs()}"
     events = run.events()
@@ -162,3 +190,11 @@ def test_claude_code_does_one_search_with_the_backends_results(
     ]
     assert any(RESULT_URL in json.dumps(b) and SUMMARY in json.dumps(b) for b in tool_results)
     assert run.result()["result"] == FINAL
+    # The side request's answer, as claude-bridge sent it: a clean stream with the search.
+    (side,) = [
+        e
+        for e in run.messages_calls()
+        if any(t.get("type", "").startswith("web_search_") for t in e.request_json()["tools"])
+    ]
+    assert check_wire(side.response_body) == []
+    assert b'"web_search_requests": 1' in side.response_body.replace(b'":1', b'": 1')

@@ -1,6 +1,7 @@
 """The OpenAI Responses API (`POST /v1/responses`) as an upstream dialect (PROTOCOL.md 10).
 
-What a dialect seam calls, each the counterpart of the Chat Completions module beside it:
+What its dialect (`core/dialects/responses.py`) calls, each the counterpart of the Chat
+Completions module beside it:
 
 * `request.translate_request(request, options)` -> `OpenAIRequest` (as `core.request`);
 * `reply.translate_reply(response, ctx, output_estimate, scope=...)` -> Anthropic message

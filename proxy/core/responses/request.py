@@ -50,7 +50,7 @@ def translate_request(request: a.MessagesRequest, options: RequestOptions) -> Op
     profile, model = options.profile, options.model
     names = ToolNames([t.name for t in request.tools or ()])
     ctx = Translation(profile, model, names, [], cache_control=False)
-    ctx.native_search = options.native_web_search
+    ctx.native_search = web_search.native(options.native_web_search, "responses", profile.name)
     body: dict[str, Any] = {"model": model}
     instructions = _instructions(request, ctx)
     if instructions:
@@ -323,6 +323,8 @@ def _tools(request: a.MessagesRequest, body: dict[str, Any], ctx: Translation) -
         native, dropped = web_search.responses_tool(search)
         tools.append(native)
         ctx.dropped.extend(dropped)
+        # The URLs it found, for the client's result block (else only the query comes back).
+        body["include"] = [*body.get("include", ()), "web_search_call.action.sources"]
     add_tools(request, body, tools, ctx, lambda name: {"type": "function", "name": name})
 
 
