@@ -280,6 +280,8 @@ def exchange_record(kind: str, exchange: Exchange) -> dict[str, Any]:
         data.update(exchange.cost.fields())
     if exchange.cancelled:
         data["cancelled"] = True  # by its client, with the tokens streamed until then
+    if exchange.searches:  # web searches the proxy ran inside the answer
+        data.update(web_searches=exchange.searches, web_search_failures=exchange.search_failures)
     if exchange.error is not None:
         data.update(error_type=exchange.error_type, error=exchange.error)
     if exchange.notes:

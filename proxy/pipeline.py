@@ -86,7 +86,7 @@ class Prepared:
     """The client's body: planned again for a fallback target (`Pipeline.attempts`)."""
     client_headers: Mapping[str, str] = field(default_factory=dict)
     searching: websearch.Searching | None = None
-    """The proxy runs this request's `web_search` tool (`websearch/loop.py`)."""
+    """This request's `web_search` tool goes through the search loop (`websearch/loop.py`)."""
 
 
 class Pipeline:

@@ -38,6 +38,8 @@ BETAS = (
     "fast-mode-2026-02-01"
 )
 WEB_SEARCH = {"type": "web_search_20250305", "name": "web_search", "max_uses": 8}
+TOOL_SEARCH = {"type": "tool_search_tool_regex_20251119", "name": "tool_search_tool_regex"}
+SERVER_TOOLS = (WEB_SEARCH["name"], TOOL_SEARCH["name"])
 Body = dict[str, Any]
 
 
@@ -45,7 +47,8 @@ def claude_code_body(thinking: str = "adaptive") -> Body:
     """What Claude Code sends (tests/data's captured shape, PROTOCOL.md 11.3): billing header,
     a mid-conversation system message, `context_management`, a deferred MCP tool; plus what
     other versions and modes add: `speed`, `diagnostics`, fine-grained tool streaming, the web
-    search server tool, a `tool_reference` from ToolSearch. `thinking="disabled"` is a subagent
+    search and tool search server tools, a `tool_reference` from ToolSearch (with the deferred
+    tool, what tool search sends). `thinking="disabled"` is a subagent
     request (2.1.166+), effort still set."""
     body: Body = json.loads((DATA / "claude_code.anthropic.json").read_text())
     body["thinking"] = {"type": thinking}
@@ -53,7 +56,7 @@ def claude_code_body(thinking: str = "adaptive") -> Body:
     body["speed"] = "fast"
     body["diagnostics"] = {"request_trace": True}
     body["tools"][1]["eager_input_streaming"] = True
-    body["tools"].append(WEB_SEARCH)
+    body["tools"].extend((WEB_SEARCH, TOOL_SEARCH))
     body["messages"][-1]["content"][0]["content"] = [
         {"type": "tool_reference", "tool_name": "WebSearch"}
     ]
@@ -77,8 +80,8 @@ def without(body: Body, *paths: str) -> Body:
     return result
 
 
-def minus_web_search(body: Body) -> Body:
-    return {**body, "tools": [t for t in body["tools"] if t["name"] != "web_search"]}
+def minus_server_tools(body: Body) -> Body:
+    return {**body, "tools": [t for t in body["tools"] if t["name"] not in SERVER_TOOLS]}
 
 
 def system_as_user(body: Body) -> Body:
@@ -120,12 +123,12 @@ CASES: list[Case] = [
         lambda b: without(b, "tools[].defer_loading"),
         betas_without("advanced-tool-use-"),
     ),
-    ("minimax", lambda b: system_as_user(minus_web_search(b)), ALL_BETAS),
+    ("minimax", lambda b: system_as_user(minus_server_tools(b)), ALL_BETAS),
     ("openrouter", minus_billing_header, ALL_BETAS),
-    ("vllm", minus_web_search, ALL_BETAS),
+    ("vllm", minus_server_tools, ALL_BETAS),
     (
         "strict",
-        lambda b: minus_web_search(
+        lambda b: minus_server_tools(
             without(
                 b,
                 "context_management",
@@ -271,6 +274,7 @@ def test_the_clients_body_and_headers_are_never_modified() -> None:
         "tools[].defer_loading",
         "tools[].eager_input_streaming",
         "messages[].content",
+        "tool tool_search_tool_regex",
         "tool web_search",
     ]
     headers = {"anthropic-beta": BETAS, "anthropic-version": "2023-06-01"}

@@ -53,6 +53,7 @@ from claude_bridge.proxy.core.validation import parse_body
 from claude_bridge.proxy.events import Exchange
 from claude_bridge.proxy.journal.reader import load
 from claude_bridge.proxy.journal.writer import Recorder
+from claude_bridge.proxy.logs import exchange_record
 from claude_bridge.proxy.models.anthropic import MessagesRequest
 from claude_bridge.proxy.replay import ReplayTransport
 from claude_bridge.proxy.websearch.searcher import NOT_CONFIGURED, Searcher
@@ -904,10 +905,12 @@ def test_upstream_annotations_become_citations(
     assert quoted.text == cited and citation.encrypted_index
 
 
-def test_searches_show_in_the_request_line() -> None:
+def test_searches_show_in_the_request_line_and_json_logs() -> None:
     exchange = Exchange(id="req_1", route="/v1/messages", status=200, stop_reason="end_turn")
     exchange.searches, exchange.search_failures = 2, 1
     assert "end_turn (2 web searches, 1 failed)" in exchange_line(exchange).plain
+    fields = exchange_record("finish", exchange)
+    assert (fields["web_searches"], fields["web_search_failures"]) == (2, 1)
     assert result_piece(exchange) == ("end_turn (2 web searches, 1 failed)", "")
 
 
@@ -959,3 +962,21 @@ def test_a_broken_search_is_an_error_block_too(
         message = ask(client, stream=True)
     assert message.content[2].content.error_code == "unavailable"
     assert message.content[-1].text == ANSWER
+
+
+FIXTURES = Path(__file__).parent.parent.parent / "shared/fixtures/anthropic"
+
+
+def test_claude_codes_captured_side_request() -> None:
+    """Claude Code 2.1.332's real WebSearch side request (PROTOCOL.md 12.2), when present."""
+    path = FIXTURES / "cc_2.1.332_websearch_side.request.json"
+    if not path.exists():
+        pytest.skip("shared fixtures not present")
+    body = json.loads(path.read_text())["body"]
+    request = parse_body(json.dumps(body).encode(), MessagesRequest)
+    assert ws.side_request_query(request) == "tokyo population 2026"
+    tool = ws.search_tool(request.tools or [])
+    assert tool is not None and tool.max_uses == 8
+    chat = translate_request(request, RequestOptions(model="m"))
+    assert [t["function"]["name"] for t in chat.body["tools"]] == ["web_search"]
+    assert chat.body["tool_choice"] == "auto"

@@ -15,12 +15,11 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from . import untrusted
 from .errors import BridgeError, UpstreamError, from_stream_error
 from .passthrough_profiles import GENERIC, Drop, PassthroughProfile
 from .request import BILLING_HEADER_PREFIX
+from .source import Event, FieldReader
 
-Event = dict[str, Any]
 _EVENT_NAME = re.compile(r"[A-Za-z0-9_.-]+")
 
 
@@ -150,7 +149,7 @@ def message_from_upstream(data: Any) -> dict[str, Any]:
     return data
 
 
-class PassthroughStream:
+class PassthroughStream(FieldReader):
     def __init__(self) -> None:
         self._done = False
 
@@ -167,15 +166,7 @@ class PassthroughStream:
     def start(self) -> list[Event]:
         return []  # the upstream sends its own `message_start`
 
-    def feed_data(self, data: str) -> list[Event]:
-        if self._done:
-            return []
-        try:
-            event = untrusted.event(data)
-        except untrusted.TooDeep as exc:
-            return self.fail(UpstreamError(f"upstream sent an event of {exc}", status=502))
-        if event is None:
-            return []
+    def feed(self, event: dict[str, Any]) -> list[Event]:
         kind = event.get("type")
         # The type becomes the SSE `event:` line: a line break in it would forge events.
         if not isinstance(kind, str) or not _EVENT_NAME.fullmatch(kind):

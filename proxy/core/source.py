@@ -4,9 +4,11 @@
 `start()` once the upstream answered 2xx, `feed_data` per field, `finish()` at the end of the
 body, `fail(error)` when it broke. After `message_stop` or `error` (`done`) all return nothing.
 
-`Translator` is the part the translating dialects' state machines (`stream.StreamTranslator`,
-`responses.stream.ResponsesStreamTranslator`) have in common: the opening `message_start`, the
-parsing of each field, the failure ending, the output estimate and the upstream's usage.
+`FieldReader` reads each field as untrusted JSON, for every source (`passthrough.PassthroughStream`
+included). `Translator` is the part the translating dialects' state machines
+(`stream.StreamTranslator`, `responses.stream.ResponsesStreamTranslator`) have in common: the
+opening `message_start`, the endings (`message_stop`, or an `error`), the output estimate and the
+upstream's usage.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from typing import Any, Protocol
 from . import untrusted
 from .context import ReplyContext, message_start
 from .errors import BridgeError, UpstreamError
+from .usage import anthropic_usage
 
 Event = dict[str, Any]
 
@@ -34,10 +37,34 @@ class EventSource(Protocol):
     def fail(self, error: BridgeError) -> list[Event]: ...
 
 
-class Translator(ABC):
+class FieldReader(ABC):
+    """An `EventSource`'s reading of one upstream SSE `data` field: a JSON object goes to
+    `feed`; anything else (a keep-alive) is skipped; JSON nested past reason ends the stream."""
+
     unit = "an event"
     """What one upstream SSE `data` field is called in error messages."""
 
+    @property
+    @abstractmethod
+    def done(self) -> bool: ...
+
+    def feed_data(self, data: str) -> list[Event]:
+        if self.done:
+            return []
+        try:
+            event = untrusted.event(data)
+        except untrusted.TooDeep as exc:
+            return self.fail(UpstreamError(f"upstream sent {self.unit} of {exc}", status=502))
+        return [] if event is None else self.feed(event)
+
+    @abstractmethod
+    def feed(self, event: dict[str, Any]) -> list[Event]: ...
+
+    @abstractmethod
+    def fail(self, error: BridgeError) -> list[Event]: ...
+
+
+class Translator(FieldReader):
     def __init__(self, ctx: ReplyContext) -> None:
         self._ctx = ctx
         self._started = False
@@ -67,20 +94,6 @@ class Translator(ABC):
     def start(self) -> list[Event]:
         return self._out(self._start())
 
-    def feed_data(self, data: str) -> list[Event]:
-        """One upstream SSE `data` field: a JSON object; anything else (a keep-alive) is
-        skipped."""
-        if self._done:
-            return []
-        try:
-            event = untrusted.event(data)
-        except untrusted.TooDeep as exc:
-            return self.fail(UpstreamError(f"upstream sent {self.unit} of {exc}", status=502))
-        return [] if event is None else self.feed(event)
-
-    @abstractmethod
-    def feed(self, event: dict[str, Any]) -> list[Event]: ...
-
     @abstractmethod
     def finish(self) -> list[Event]: ...
 
@@ -105,3 +118,20 @@ class Translator(ABC):
         self._done = True
         out.append(error.event())
         return out
+
+    def _stop(self, reason: str, sequence: str | None) -> list[Event]:
+        """The normal ending: the stop reason and usage, then `message_stop`."""
+        self._done = True
+        usage = anthropic_usage(self._usage, self._ctx.input_estimate, self.output_estimate)
+        return [
+            {
+                "type": "message_delta",
+                "delta": {"stop_reason": reason, "stop_sequence": sequence},
+                "usage": usage,
+            },
+            {"type": "message_stop"},
+        ]
+
+
+def block_delta(index: int, delta: dict[str, Any]) -> Event:
+    return {"type": "content_block_delta", "index": index, "delta": delta}

@@ -26,7 +26,7 @@ from .reasoning import encrypted_reasoning, reasoning_signature, reasoning_text
 from .source import EventSource, Translator
 from .sse import SSEDecoder
 from .stop import stop_reason
-from .usage import anthropic_usage, with_timings
+from .usage import with_timings
 
 Event = dict[str, Any]
 
@@ -513,16 +513,7 @@ class StreamTranslator(Translator):
             stop_sequences=list(self._ctx.stop_sequences),
             native_finish_reason=self._native_finish,
         )
-        usage = anthropic_usage(self._usage, self._ctx.input_estimate, self.output_estimate)
-        out.append(
-            {
-                "type": "message_delta",
-                "delta": {"stop_reason": reason, "stop_sequence": sequence},
-                "usage": usage,
-            }
-        )
-        out.append({"type": "message_stop"})
-        self._done = True
+        out.extend(self._stop(reason, sequence))
         return out
 
 

@@ -54,7 +54,8 @@ Outcome = list[Result] | SearchFailed
 
 @dataclass(frozen=True)
 class Searching:
-    """A request whose `web_search` tool the proxy runs: what the next turns are planned from."""
+    """A request with a `web_search` tool, for a translated upstream: what the next turns are
+    planned from."""
 
     asked: Asked
     tool: SearchTool

@@ -6,7 +6,8 @@ Code then makes its side request with Anthropic's `web_search` server tool (PROT
 which claude-bridge answers by offering the model a `web_search` function, running the search
 against a fake SearXNG (another FakeUpstream), and sending the `server_tool_use` and
 `web_search_tool_result` blocks. Claude Code must report one search, and the main model must
-get the fake backend's results in its `WebSearch` tool result.
+get the fake backend's results in its `WebSearch` tool result. With no backend configured, it
+must report one search that failed and give its main model what to configure.
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ from upstream import (
 from claude_bridge.proxy.core.checker import check_wire
 
 from . import build
-from .conftest import Bridge, Claude, _base_env
+from .conftest import Bridge, Claude, ClaudeRun, _base_env
 from .support import Process, Recorder, free_port
 
 pytestmark = pytest.mark.realstack
@@ -105,8 +106,12 @@ def model(request: RecordedRequest) -> Reply:
     return _call("ToolSearch", {"query": "select:WebSearch", "max_results": 1})
 
 
-@pytest.fixture(scope="module")
-def bridge(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Bridge]:
+@pytest.fixture(scope="module", params=["searxng", "none"])
+def bridge(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Bridge]:
+    """claude-bridge `serve` on the scripted upstream, with the fake SearXNG as its backend, or
+    (`none`) with no `[web_search]` table."""
     work = tmp_path_factory.mktemp("websearch")
     with FakeUpstream() as upstream, FakeUpstream() as search:
         upstream.always(model)
@@ -114,9 +119,8 @@ def bridge(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Bridge]:
         home = work / "home-bridge"
         home.mkdir()
         config = home / "config.toml"
-        config.write_text(
-            tomli_w.dumps({"web_search": {"backend": "searxng", "url": search.base_url}})
-        )
+        table = {"web_search": {"backend": "searxng", "url": search.base_url}}
+        config.write_text(tomli_w.dumps(table if request.param == "searxng" else {}))
         back = Recorder(upstream.base_url)
         env = {
             **_base_env(home),
@@ -139,10 +143,10 @@ def bridge(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Bridge]:
             "--no-dashboard",
         ]
         process = Process(
-            "claude-bridge (websearch)",
+            f"claude-bridge (websearch, {request.param})",
             argv,
             url=f"http://127.0.0.1:{port}",
-            log=work / "bridge-websearch.log",
+            log=work / f"bridge-websearch-{request.param}.log",
             env=env,
             cwd=home,
         )
@@ -158,9 +162,11 @@ def bridge(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Bridge]:
                 front.close()
 
 
-def test_claude_code_does_one_search_with_the_backends_results(
+def search_run(
     artefacts: build.Artefacts, bridge: Bridge, tmp_path: Path
-) -> None:
+) -> tuple[ClaudeRun, dict[str, Any], str]:
+    """Claude Code asked for a search: the run, its own account of the WebSearch call (its
+    stream-json `tool_use_result`) and the tool result its main model read."""
     claude = Claude(artefacts.claude, bridge, tmp_path / "home", tmp_path / "workspace")
     run = claude.run(
         "-p",
@@ -173,23 +179,25 @@ def test_claude_code_does_one_search_with_the_backends_results(
     )
     assert run.returncode == 0, f"{run.report()}\n{bridge.logs()}"
     events = run.events()
-    # Claude Code's own account of the tool run (its stream-json `tool_use_result`).
     results = [e["tool_use_result"] for e in events if isinstance(e.get("tool_use_result"), dict)]
     searches = [r for r in results if r.get("query") == QUERY]
-    assert searches, run.report()
-    assert searches[0]["searchCount"] == 1
-    links = searches[0]["results"][0]["content"]
-    assert {"title": RESULT_TITLE, "url": RESULT_URL} in links
-    # What the main model read: the fake backend's results in the WebSearch tool result.
-    tool_results = [
-        block
+    assert len(searches) == 1, run.report()
+    (read,) = [
+        json.dumps(block)
         for e in events
         if e.get("type") == "user"
         for block in e["message"]["content"]
-        if isinstance(block, dict) and block.get("type") == "tool_result"
+        if isinstance(block, dict)
+        and block.get("type") == "tool_result"
+        and QUERY in json.dumps(block)
     ]
-    assert any(RESULT_URL in json.dumps(b) and SUMMARY in json.dumps(b) for b in tool_results)
     assert run.result()["result"] == FINAL
+    return run, searches[0], read
+
+
+def test_claude_code_web_search(artefacts: build.Artefacts, bridge: Bridge, tmp_path: Path) -> None:
+    run, search, read = search_run(artefacts, bridge, tmp_path)
+    assert search["searchCount"] == 1
     # The side request's answer, as claude-bridge sent it: a clean stream with the search.
     (side,) = [
         e
@@ -197,4 +205,17 @@ def test_claude_code_does_one_search_with_the_backends_results(
         if any(t.get("type", "").startswith("web_search_") for t in e.request_json()["tools"])
     ]
     assert check_wire(side.response_body) == []
+    if "none" in bridge.process.name:
+        # What Claude Code shows with no backend: one search, its error, and what to set up,
+        # which its main model reads; the upstream is not asked to make results up.
+        assert search["results"][0] == "Web search error: unavailable"
+        assert "[web_search]" in read and "Web search error: unavailable" in read
+        offered = [
+            t["function"]["name"] for e in run.upstream for t in e.request_json().get("tools") or []
+        ]
+        assert "web_search" not in offered
+        return
+    assert {"title": RESULT_TITLE, "url": RESULT_URL} in search["results"][0]["content"]
+    # What the main model read: the fake backend's results in the WebSearch tool result.
+    assert RESULT_URL in read and SUMMARY in read
     assert b'"web_search_requests": 1' in side.response_body.replace(b'":1', b'": 1')

@@ -22,9 +22,8 @@ from ..context import ReplyContext
 from ..errors import UpstreamError
 from ..ids import proxy_signature
 from ..nulls import NullFilter
-from ..source import Translator
+from ..source import Translator, block_delta
 from ..stream import _Arguments as Arguments  # the chat dialect's live argument validator
-from ..usage import anthropic_usage
 from .carrier import Kind
 from .output import (
     Block,
@@ -191,7 +190,7 @@ class ResponsesStreamTranslator(Translator):
             item.shown = True
         item.thinking.append(text)
         self._chars += len(text)
-        out.append(_delta(self._index, {"type": "thinking_delta", "thinking": text}))
+        out.append(block_delta(self._index, {"type": "thinking_delta", "thinking": text}))
 
     # -- message text --------------------------------------------------------------------
 
@@ -234,7 +233,7 @@ class ResponsesStreamTranslator(Translator):
         if self._owner != (item.index, part):
             self._begin("text", {"type": "text", "text": ""}, (item.index, part), out)
         self._chars += len(text)
-        out.append(_delta(self._index, {"type": "text_delta", "text": text}))
+        out.append(block_delta(self._index, {"type": "text_delta", "text": text}))
 
     # -- function calls ------------------------------------------------------------------
 
@@ -291,7 +290,9 @@ class ResponsesStreamTranslator(Translator):
             piece = item.arguments.take()
             if piece:
                 item.sent = True
-                out.append(_delta(self._index, {"type": "input_json_delta", "partial_json": piece}))
+                out.append(
+                    block_delta(self._index, {"type": "input_json_delta", "partial_json": piece})
+                )
 
     # -- blocks --------------------------------------------------------------------------
 
@@ -311,11 +312,13 @@ class ResponsesStreamTranslator(Translator):
             if item.final is not None:  # only `.done` has the final encrypted content
                 signature = carried_signature(item.final, self._scope, item.source)
             signature = signature or proxy_signature("".join(item.thinking))
-            out.append(_delta(self._index, {"type": "signature_delta", "signature": signature}))
+            out.append(
+                block_delta(self._index, {"type": "signature_delta", "signature": signature})
+            )
         elif kind == "tool_use":
             rest = item.arguments.rest()
             item.position = -2
-            out.append(_delta(self._index, {"type": "input_json_delta", "partial_json": rest}))
+            out.append(block_delta(self._index, {"type": "input_json_delta", "partial_json": rest}))
         out.append({"type": "content_block_stop", "index": self._index})
         self._open = self._owner = None
 
@@ -342,7 +345,7 @@ class ResponsesStreamTranslator(Translator):
         else:
             start, deltas = block, []
         out.append({"type": "content_block_start", "index": index, "content_block": start})
-        out.extend(_delta(index, d) for d in deltas)
+        out.extend(block_delta(index, d) for d in deltas)
         out.append({"type": "content_block_stop", "index": index})
 
     # -- end -----------------------------------------------------------------------------
@@ -364,21 +367,8 @@ class ResponsesStreamTranslator(Translator):
         reason, sequence = stop(
             response, tool_calls=self._calls > 0, refusal=self._refusal and not self._text
         )
-        usage = anthropic_usage(self._usage, self._ctx.input_estimate, self.output_estimate)
-        out.append(
-            {
-                "type": "message_delta",
-                "delta": {"stop_reason": reason, "stop_sequence": sequence},
-                "usage": usage,
-            }
-        )
-        out.append({"type": "message_stop"})
-        self._done = True
+        out.extend(self._stop(reason, sequence))
         return out
-
-
-def _delta(index: int, delta: dict[str, Any]) -> Event:
-    return {"type": "content_block_delta", "index": index, "delta": delta}
 
 
 _HANDLERS = {

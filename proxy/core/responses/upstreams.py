@@ -1,8 +1,10 @@
 """Which upstreams speak the Responses dialect, and where (PROTOCOL.md 10.1, 10.2, 10.12).
 
 Data for the dialect seam to read, kept apart from `providers.py` (the Chat Completions rules):
-the models OpenAI serves only on `/v1/responses`, the servers that implement it, and the
-Responses URL under a configured base URL, Azure's included.
+the models OpenAI serves only on `/v1/responses`, what the servers that implement it refuse, and
+the Responses URL under a configured base URL, Azure's included. Servers that implement it
+(README): OpenAI, Azure, DeepSeek, Ollama from 0.13.3 (stateless), LM Studio from 0.3.29, vLLM,
+llama.cpp's llama-server; each is reached by pointing the base URL at it with `mode = "responses"`.
 """
 
 from __future__ import annotations
@@ -24,12 +26,6 @@ RESPONSES_ONLY_MODELS = re.compile(
 v1/responses": the openai-python `ResponsesModel` ids missing from its `ChatModel` literal, and
 every codex variant (gateways document them all as Responses-only). A type hint, not a contract:
 the configured mode always wins."""
-
-RESPONSES_SERVERS = frozenset(
-    ("openai", "azure", "deepseek", "ollama", "lmstudio", "vllm", "llamacpp")
-)
-"""Provider profiles (`providers.PROFILES`) whose servers implement `POST /v1/responses`
-(Ollama from 0.13.3, stateless; LM Studio from 0.3.29)."""
 
 EMPTY_REASONING_REJECTED = frozenset(("llamacpp",))
 """Servers that refuse a replayed reasoning item with neither summary nor content
