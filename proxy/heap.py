@@ -1,13 +1,13 @@
 """The garbage collector, set for a server whose requests are big object graphs freed at once.
 
-A Claude Code session body of ~480 KB becomes some ten thousand containers (parsed JSON,
-pydantic models, the translated body), all freed by reference counting when the request ends.
-With CPython's default thresholds (a collection every 700 net new containers) preparing one
-such request ran ~2 young collections and, every few requests, a full one over the whole heap
-(imports, pydantic's schemas, the tokenizer): tens of ms at the 99th percentile
-(`bench/agent.py`). With the first threshold at 10,000 they no longer run during a request;
-the objects alive once the app has started are frozen, so a full collection, when one comes,
-no longer walks them.
+A Claude Code session body of ~480 KB becomes thousands of containers (parsed JSON, pydantic
+models, the translated body), all freed by reference counting when the request ends. With
+CPython's default thresholds (a collection every 700 net new containers) preparing one ran two
+young collections, a middle one every few requests and now and then a full one over the whole
+heap (imports, pydantic's schemas, the tokenizer). With the young threshold at 10,000 none runs
+while one is prepared, and what start-up made is frozen, out of every later collection. The
+same build with and without this, that body posted back to back (`bench/agent.py`'s, on a
+loaded 2-core machine): p50 16.5 -> 13.7 ms, p99 139 -> 50 ms.
 """
 
 from __future__ import annotations

@@ -146,8 +146,8 @@ def claude_command(claude: str | None, env: Mapping[str, str]) -> str:
     name = claude or "claude"
     found = shutil.which(name, path=env.get("PATH"))
     if found is None:
-        where = f"{name} is not" if claude else "claude is not on PATH"
-        raise LaunchError(f"{where} an executable; install Claude Code: {INSTALL}")
+        what = f"{name} is not an executable" if claude else "claude is not on PATH"
+        raise LaunchError(f"{what}; install Claude Code: {INSTALL}")
     return found
 
 

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar
 
 import anyio
+import httpx
 
 from . import logs
 from .config import Settings
@@ -34,9 +35,18 @@ from .drain import Drain
 from .events import Bus, Exchange, delta_chars
 from .models.anthropic import CountTokensRequest
 from .offload import Offload, worth_offloading
-from .plan import Plan, event_source, offloaded_plan, plan, reply_message, upstream_usage
+from .plan import (
+    Asked,
+    Plan,
+    event_source,
+    offloaded_plan,
+    plan,
+    read,
+    reply_message,
+    upstream_usage,
+)
 from .pricing import Pricing
-from .resilience.failover import Failover
+from .resilience.failover import Attempt, Failover
 from .resilience.health import Health
 from .resilience.keys import Key
 from .tokenizer import count_text
@@ -87,6 +97,9 @@ class Prepared:
     client_headers: Mapping[str, str] = field(default_factory=dict)
     searching: websearch.Searching | None = None
     """This request's `web_search` tool goes through the search loop (`websearch/loop.py`)."""
+    asked: Asked | None = None
+    """`raw` read and validated, when that was done in this process (a worker plans the
+    biggest bodies): what is planned again, so that a body is read once."""
 
 
 class Pipeline:
@@ -139,9 +152,11 @@ class Pipeline:
         logs.log_body(log, "client request", raw)
         headers = client_headers or {}
         exchange.agent_id = agent_id(headers)
+        asked: Asked | None = None
         try:
             if not worth_offloading(raw):
-                ready = plan(raw, self.settings, self._endpoints, headers)
+                asked = read(raw, headers)  # once: the search loop plans its turns from it too
+                ready = plan(asked, self.settings, self._endpoints, headers)
             else:
                 # Seconds of CPU for the biggest bodies: in a worker process, so that every
                 # other stream keeps its chunks and pings meanwhile (proxy/offload.py).
@@ -174,9 +189,10 @@ class Pipeline:
         self.bus.publish("routed", exchange)
         if exchange.trace is not None:
             exchange.trace.prepared(ready)
-        searching = websearch.searching(raw, ready, headers, self.settings)
+        searching = websearch.searching(asked or raw, ready, headers, self.settings)
+        asked = asked or (searching.asked if searching is not None else None)
         call = self.call(ready, headers)
-        return Prepared(ready.stream, upstream, ready, call, raw, headers, searching)
+        return Prepared(ready.stream, upstream, ready, call, raw, headers, searching, asked)
 
     def call(
         self, ready: Plan, client_headers: Mapping[str, str], api_key: str | None = None
@@ -201,29 +217,55 @@ class Pipeline:
         return Call(address.url, headers, ready.body, dialect.error)
 
     async def complete(self, prepared: Prepared, exchange: Exchange) -> dict[str, Any]:
-        if prepared.searching is not None:
-            return await websearch.complete(self, prepared, exchange)
-        async with self.drain.guard():
-            data, prepared = await self.attempts(
-                prepared, exchange, lambda upstream, call: upstream.complete(call)
-            )
-        exchange.first_byte = self.clock()
-        message = reply_message(data, prepared.plan)
-        _account(exchange, message.get("usage"), message.get("stop_reason"))
-        _account_upstream(exchange, upstream_usage(data, prepared.plan))
+        message = websearch.shortcut(self, prepared, exchange)
+        if message is None:
+            data, prepared = await self.answered(prepared, exchange)
+            exchange.first_byte = self.clock()
+            if prepared.searching is not None:  # the first turn of several
+                message = await websearch.complete(self, prepared, data, exchange)
+            else:
+                message = reply_message(data, prepared.plan)
+                _account(exchange, message.get("usage"), message.get("stop_reason"))
+                _account_upstream(exchange, upstream_usage(data, prepared.plan))
         if exchange.trace is not None:
             exchange.trace.client_message(message)
         return message
+
+    async def answered(
+        self, prepared: Prepared, exchange: Exchange, tried: list[Attempt] | None = None
+    ) -> tuple[Any, Prepared]:
+        """The upstream's JSON answer, along the chain (`attempts`)."""
+        async with self.drain.guard():
+            return await self.attempts(
+                prepared, exchange, lambda upstream, call: upstream.complete(call), tried
+            )
+
+    async def opened(
+        self, prepared: Prepared, exchange: Exchange, tried: list[Attempt] | None = None
+    ) -> tuple[AsyncExitStack, httpx.Response, Prepared]:
+        """The upstream's stream, open along the chain (`attempts`): its status taken, nothing
+        sent to the client yet. Closing the stack closes it."""
+        stack = AsyncExitStack()
+        async with self.drain.guard():
+            response, prepared = await self.attempts(
+                prepared,
+                exchange,
+                lambda upstream, call: stack.enter_async_context(upstream.stream(call)),
+                tried,
+            )
+        return stack, response, prepared
 
     async def attempts(
         self,
         prepared: Prepared,
         exchange: Exchange,
         send: Callable[[Upstream, Call], Awaitable[T]],
+        tried: list[Attempt] | None = None,
     ) -> tuple[T, Prepared]:
         """`send` the exchange along its route's chain of targets and their keys
         (`resilience.failover` says what moves on): the first answer, and the exchange as
-        prepared for the target that gave it (translation follows the target used)."""
+        prepared for the target that gave it (translation follows the target used). Each
+        attempt goes into `tried` (default: the exchange's)."""
         chain = prepared.plan.route.targets
 
         async def ready_for(target: Target) -> Prepared:
@@ -245,7 +287,7 @@ class Pipeline:
             ready_for,
             attempt,
             windows=lambda target: self.windows.of(target.upstream, target.model).context_window,
-            attempts=exchange.attempts,
+            attempts=exchange.attempts if tried is None else tried,
             extra={"request_id": exchange.id},
         )
         answer, final = served.result
@@ -258,8 +300,9 @@ class Pipeline:
         model), under the same message id."""
         to = Route(target.upstream, target.model, f"{prepared.plan.routed_by}, fallback")
         headers = prepared.client_headers
+        asked = prepared.asked or prepared.raw
         again = plan(
-            prepared.raw,
+            asked,
             self.settings,
             self._endpoints,
             headers,
@@ -268,7 +311,16 @@ class Pipeline:
         )
         upstream = self.upstreams[again.upstream]
         call = self.call(again, headers)
-        return Prepared(again.stream, upstream, again, call, prepared.raw, headers)
+        # Whether the proxy runs the searches depends on the target (its dialect, its own search).
+        searching = websearch.searching(asked, again, headers, self.settings)
+        return replace(
+            prepared,
+            stream=again.stream,
+            upstream=upstream,
+            plan=again,
+            call=call,
+            searching=searching,
+        )
 
     @contextlib.contextmanager
     def _sized(self, prepared: Prepared, exchange: Exchange) -> Iterator[None]:
@@ -290,19 +342,17 @@ class Pipeline:
     async def open_stream(self, prepared: Prepared, exchange: Exchange) -> AsyncIterator[bytes]:
         """Open the upstream stream first, so a refusal still becomes a real HTTP error;
         then the Anthropic event stream, as bytes."""
-        if prepared.searching is not None:
-            searched = await websearch.open_stream(self, prepared, exchange)
-            return searched if exchange.trace is None else exchange.trace.tap_client(searched)
-        stack = AsyncExitStack()
-        async with self.drain.guard():
-            response, prepared = await self.attempts(
-                prepared,
-                exchange,
-                lambda upstream, call: stack.enter_async_context(upstream.stream(call)),
-            )
-        upstream = prepared.upstream
-        source = event_source(prepared.plan)
-        relay = self._relay(stack, upstream, upstream.chunks(response), source, exchange)
+        answer = websearch.shortcut(self, prepared, exchange)
+        if answer is not None:
+            relay = websearch.whole(self, answer, exchange)
+        else:
+            stack, response, prepared = await self.opened(prepared, exchange)
+            upstream = prepared.upstream
+            if prepared.searching is not None:  # the first turn of several
+                relay = websearch.stream(self, prepared, stack, response, exchange)
+            else:
+                source = event_source(prepared.plan)
+                relay = self._relay(stack, upstream, upstream.chunks(response), source, exchange)
         if exchange.trace is not None:
             return exchange.trace.tap_client(relay)
         return relay
@@ -443,7 +493,10 @@ class Pipeline:
                     await asyncio.wait({reader})
                     await stack.aclose()
             finally:
-                _account_upstream(exchange, translator.upstream_usage)
+                if ends:
+                    _account_upstream(exchange, translator.upstream_usage)
+                else:  # one turn of several: each turn's counts
+                    websearch.turn_usage(exchange, translator.upstream_usage)
                 if not complete and error is None:
                     # Closed mid-stream by its client (uvicorn cancels the response when the
                     # connection goes): what it got is what counts.

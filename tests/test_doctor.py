@@ -12,8 +12,9 @@ from __future__ import annotations
 import json
 import re
 import socket
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import anthropic
 import pytest
@@ -25,7 +26,7 @@ from typer.testing import Result
 from upstream import FakeUpstream, JSONReply, RecordedRequest, completion, error_body
 
 from claude_bridge.proxy.background import background_proxy
-from claude_bridge.proxy.doctor import cases, grid, scripted
+from claude_bridge.proxy.doctor import cases, grid, scripted, searxng
 
 __all__ = ["home", "restore_logging"]  # fixtures, imported for their use here
 
@@ -292,49 +293,98 @@ def test_the_grid_without_claude_code_is_one_error_line(configured: Path) -> Non
 # -- the scripted upstream, through the real proxy -----------------------------------------
 
 
-@pytest.mark.usefixtures("restore_logging")
-def test_the_scripted_upstream_through_the_proxy(tmp_path: Path) -> None:
+@pytest.fixture
+def doctor_client(tmp_path: Path, restore_logging: None) -> Iterator[anthropic.Anthropic]:
+    """A client of the proxy `doctor --claude` starts: the scripted upstream, the built-in
+    SearXNG-shaped search backend."""
+    upstream = scripted.ScriptedUpstream()
+    with (
+        searxng.searxng() as search_url,
+        background_proxy(
+            grid.settings(search_url), log_file=tmp_path / "log", transport=upstream
+        ) as target,
+    ):
+        yield anthropic.Anthropic(base_url=target.url, api_key=target.token, max_retries=0)
+
+
+def test_the_scripted_upstream_through_the_proxy(doctor_client: anthropic.Anthropic) -> None:
     """What `doctor --claude` serves Claude Code: a Bash call streamed in fragments, then,
     given its result, the upstream's word that the result came back; a cut stream, then the
     whole text; the upstream's 400."""
-    upstream = scripted.ScriptedUpstream()
-    settings = grid.settings()
-    with background_proxy(settings, log_file=tmp_path / "log", transport=upstream) as target:
-        client = anthropic.Anthropic(base_url=target.url, api_key=target.token, max_retries=0)
-        tools: list[Any] = [{"name": "Bash", "input_schema": {"type": "object"}}]
-        ask: list[Any] = [{"role": "user", "content": "[doctor:parallel] Run both."}]
-        with client.messages.stream(
-            model="claude-opus-5-5", max_tokens=100, messages=ask, tools=tools
-        ) as stream:
-            first = stream.get_final_message()
-        calls = [b for b in first.content if b.type == "tool_use"]
-        assert [c.input for c in calls] == [
-            {"command": f"echo {word}", "description": "Print a doctor marker"}
-            for word in scripted.PARALLEL_MARKERS
-        ]
-        results = [
-            {"type": "tool_result", "tool_use_id": c.id, "content": f"{word}\n"}
-            for c, word in zip(calls, scripted.PARALLEL_MARKERS, strict=True)
-        ]
-        turn: list[Any] = [*ask, {"role": "assistant", "content": first.content}]
-        turn.append({"role": "user", "content": results})
-        second = client.messages.create(
-            model="claude-opus-5-5", max_tokens=100, messages=turn, tools=tools
+    client = doctor_client
+    tools: list[Any] = [{"name": "Bash", "input_schema": {"type": "object"}}]
+    ask: list[Any] = [{"role": "user", "content": "[doctor:parallel] Run both."}]
+    with client.messages.stream(
+        model="claude-opus-5-5", max_tokens=100, messages=ask, tools=tools
+    ) as stream:
+        first = stream.get_final_message()
+    calls = [b for b in first.content if b.type == "tool_use"]
+    assert [c.input for c in calls] == [
+        {"command": f"echo {word}", "description": "Print a doctor marker"}
+        for word in scripted.PARALLEL_MARKERS
+    ]
+    results = [
+        {"type": "tool_result", "tool_use_id": c.id, "content": f"{word}\n"}
+        for c, word in zip(calls, scripted.PARALLEL_MARKERS, strict=True)
+    ]
+    turn: list[Any] = [*ask, {"role": "assistant", "content": first.content}]
+    turn.append({"role": "user", "content": results})
+    second = client.messages.create(
+        model="claude-opus-5-5", max_tokens=100, messages=turn, tools=tools
+    )
+    assert second.content[0].type == "text"
+    assert second.content[0].text == "Both ran: doctor-one | doctor-two"
+    cut: list[Any] = [{"role": "user", "content": "[doctor:cut] Say it."}]
+    with (
+        pytest.raises(anthropic.APIStatusError),
+        client.messages.stream(model="m", max_tokens=100, messages=cut) as stream,
+    ):
+        stream.get_final_message()
+    again = client.messages.create(model="m", max_tokens=100, messages=cut)
+    assert again.content[0].type == "text" and again.content[0].text == scripted.CUT_TEXT
+    with pytest.raises(anthropic.BadRequestError, match=scripted.UPSTREAM_ERROR):
+        client.messages.create(
+            model="m", max_tokens=100, messages=[{"role": "user", "content": "[doctor:error]"}]
         )
-        assert second.content[0].type == "text"
-        assert second.content[0].text == "Both ran: doctor-one | doctor-two"
-        cut: list[Any] = [{"role": "user", "content": "[doctor:cut] Say it."}]
-        with (
-            pytest.raises(anthropic.APIStatusError),
-            client.messages.stream(model="m", max_tokens=100, messages=cut) as stream,
-        ):
-            stream.get_final_message()
-        again = client.messages.create(model="m", max_tokens=100, messages=cut)
-        assert again.content[0].type == "text" and again.content[0].text == scripted.CUT_TEXT
-        with pytest.raises(anthropic.BadRequestError, match=scripted.UPSTREAM_ERROR):
-            client.messages.create(
-                model="m", max_tokens=100, messages=[{"role": "user", "content": "[doctor:error]"}]
-            )
+
+
+def test_the_scripted_search_through_the_proxy(doctor_client: anthropic.Anthropic) -> None:
+    """The WebSearch case as Claude Code meets it: ToolSearch loads the deferred tool, then
+    WebSearch is called with the inner case's marker; Claude Code's own request with the
+    `web_search` server tool gets the proxy's search on the built-in backend and the
+    upstream's summary; given the tool result, the upstream confirms the backend's URL."""
+    client = doctor_client
+    ask: list[Any] = [{"role": "user", "content": "[doctor:web_search] Search."}]
+    deferred: list[Any] = [{"name": "ToolSearch", "input_schema": {"type": "object"}}]
+    load = client.messages.create(model="m", max_tokens=100, messages=ask, tools=deferred)
+    assert [(b.type, getattr(b, "input", None)) for b in load.content] == [
+        ("tool_use", {"query": "select:WebSearch", "max_results": 1})
+    ]
+    loaded = [*deferred, {"name": "WebSearch", "input_schema": {"type": "object"}}]
+    call = client.messages.create(model="m", max_tokens=100, messages=ask, tools=loaded)
+    (search,) = [b for b in call.content if b.type == "tool_use"]
+    query = cast(dict[str, str], search.input)["query"]
+    side: list[Any] = [{"role": "user", "content": f"Perform a web search for the query: {query}"}]
+    server: list[Any] = [{"type": "web_search_20250305", "name": "web_search", "max_uses": 8}]
+    with client.messages.stream(model="m", max_tokens=100, messages=side, tools=server) as stream:
+        searched = stream.get_final_message()
+    kinds = [block.type for block in searched.content]
+    assert kinds == ["server_tool_use", "web_search_tool_result", "text"]
+    found = searched.content[1]
+    assert found.type == "web_search_tool_result" and isinstance(found.content, list)
+    assert [(r.url, r.title) for r in found.content] == [(searxng.RESULT_URL, searxng.RESULT_TITLE)]
+    assert searched.usage.server_tool_use is not None
+    assert searched.usage.server_tool_use.web_search_requests == 1
+    result = f"Links: {json.dumps([{'url': searxng.RESULT_URL}])}"
+    turn: list[Any] = [*ask, {"role": "assistant", "content": call.content}]
+    turn.append({"role": "user", "content": [_tool_result(search.id, result)]})
+    done = client.messages.create(model="m", max_tokens=100, messages=turn, tools=loaded)
+    assert done.content[0].type == "text"
+    assert done.content[0].text == f"{scripted.SEARCH_FOUND}: {searxng.RESULT_URL}"
+
+
+def _tool_result(call_id: str, content: str) -> dict[str, Any]:
+    return {"type": "tool_result", "tool_use_id": call_id, "content": content}
 
 
 # -- the README's compatibility table ------------------------------------------------------
@@ -345,20 +395,19 @@ TABLE = re.compile(r"<!-- compatibility:start -->\n(.*?)<!-- compatibility:end -
 def test_the_readme_compatibility_table_has_the_grid_s_shape() -> None:
     """The table is the grid's output (tests/realstack/test_doctor_grid.py writes and checks
     it): its columns are the grid's features, each row a release the grid ran on, every cell
-    a result the grid gives (`—` only for a feature the grid does not run yet)."""
+    a result the grid gives."""
     found = TABLE.search((ROOT / "README.md").read_text(encoding="utf-8"))
     assert found, "README.md has no compatibility table between its markers"
     lines = found.group(1).strip().splitlines()
     cells = [[c.strip() for c in line.strip("|").split("|")] for line in lines]
     assert cells[0] == ["Claude Code", *(label for _, label in cases.FEATURES)]
-    skipped = {case.label for case in cases.cases(Path()) if case.check is None}
     versions = []
     for row in cells[2:]:
         versions.append(row[0])
         assert re.fullmatch(r"\d+\.\d+\.\d+", row[0]), row
         assert len(row) == len(cells[0]), row
         for label, mark in zip(cells[0][1:], row[1:], strict=True):
-            assert mark == "—" if label in skipped else mark in ("✅", "❌"), (row[0], label)
+            assert mark in ("✅", "❌"), (row[0], label)
     assert build.CLAUDE_CODE_VERSION in versions
     assert versions == sorted(versions, key=lambda v: tuple(map(int, v.split("."))), reverse=True)
 

@@ -57,7 +57,7 @@ from claude_bridge.proxy.app import create_app
 from claude_bridge.proxy.config import Settings, load_settings
 from claude_bridge.proxy.core import request as request_core
 from claude_bridge.proxy.core import response as response_core
-from claude_bridge.proxy.core import stream as stream_core
+from claude_bridge.proxy.core import source as source_core
 from claude_bridge.proxy.journal.reader import JournalError, load
 from claude_bridge.proxy.journal.records import (
     ELIDED_PREFIX,
@@ -501,7 +501,7 @@ def test_diff_shows_a_changed_reply_translation(
         return {**usage, "output_tokens": usage["output_tokens"] + 1000}
 
     monkeypatch.setattr(response_core, "anthropic_usage", changed)
-    monkeypatch.setattr(stream_core, "anthropic_usage", changed)
+    monkeypatch.setattr(source_core, "anthropic_usage", changed)  # streams end there
     results = {r.id: diff_record(r) for r in recorded.records}
     replies = [results[r.id].reply.outcome for r in recorded.records]
     # Successful answers change; errors and the cut stream carry no usage.

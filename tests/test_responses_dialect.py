@@ -19,6 +19,7 @@ import json
 import os
 import re
 from collections.abc import Iterable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -624,10 +625,12 @@ def _as_anthropic(body: dict[str, Any]) -> dict[str, Any]:
         "messages": messages,
         "stream": body.get("stream", False),
     }
-    tools = [t for t in body.get("tools", ()) if t["type"] == "function"]
+    tools = body.get("tools", ())
     if tools:
         request["tools"] = [
             {"name": t["name"], "description": t["description"], "input_schema": t["parameters"]}
+            if t["type"] == "function"
+            else {"type": "web_search_20250305", "name": "web_search"}  # the upstream's search
             for t in tools
         ]
         request["tool_choice"] = {"type": body.get("tool_choice", "auto")}
@@ -646,9 +649,9 @@ def test_captured_requests_are_what_we_send(capture: Path) -> None:
     """A request the real API accepted, said in Anthropic terms and translated back, gives the
     same items, tools and options (plus what a stateless bridge always adds)."""
     captured = _load(capture)["body"]
-    if any(t["type"] != "function" for t in captured.get("tools", ())):
-        pytest.skip("built-in tools (web search) are not part of this dialect yet")
-    ours = _translate(_as_anthropic(captured)).body
+    # A web search tool goes as the Responses API's own (`backend = "upstream"`).
+    options = replace(_options(), native_web_search=True)
+    ours = _translate(_as_anthropic(captured), options).body
     assert ours.get("instructions") == next(
         (i["content"] for i in captured["input"] if i.get("role") in ("system", "developer")), None
     )

@@ -449,3 +449,30 @@ def test_an_answer_that_is_no_response_is_a_502(
         sdk.messages.create(model=MODEL, max_tokens=64, messages=HI)
     assert caught.value.status_code == 502
     assert "upstream answer has no output" in str(caught.value.api_message)
+
+
+@pytest.mark.parametrize(
+    ("block", "words"),
+    [
+        ({"type": "document", "source": {"type": "file", "file_id": "file_011CN"}}, "Files API"),
+        ({"type": "image", "source": {"type": "file", "file_id": "file_011CN"}}, "Files API"),
+        (
+            {
+                "type": "document",
+                "source": {"type": "base64", "media_type": "application/msword", "data": "AAAA"},
+            },
+            "application/msword",
+        ),
+    ],
+    ids=["file-document", "file-image", "word-document"],
+)
+def test_what_the_dialect_cannot_carry_is_a_400_before_the_upstream(
+    sdk: anthropic.Anthropic, upstream: FakeUpstream, block: dict[str, Any], words: str
+) -> None:
+    content: Any = [block, {"type": "text", "text": "Summarize this."}]
+    with pytest.raises(anthropic.BadRequestError) as caught:
+        sdk.messages.create(
+            model=MODEL, max_tokens=64, messages=[{"role": "user", "content": content}]
+        )
+    assert words in str(caught.value.api_message)
+    assert upstream.requests == []

@@ -1,14 +1,33 @@
 """Strict structured outputs (PROTOCOL.md 13): the strict-mode form of a client's schema, the
 nulls it added taken out of the answer again, and both wired into the Chat Completions
-translation (the Responses dialect's goldens in test_responses_dialect.py cover it there)."""
+translation (the Responses dialect's goldens in test_responses_dialect.py cover it there).
+
+Then the shapes real clients send (tests/data/structured_outputs, one file a client: the
+request as it goes on the wire, the answer a strict upstream writes to the strict form, what
+the client must receive), through claude-bridge on loopback in both translated dialects, JSON
+and streamed: the TypeScript SDK's `messages.parse` with `zodOutputFormat` (zod 4's
+`toJSONSchema` then the SDK's `transformJSONSchema`, `$schema` left in the description), Vercel
+AI's `generateObject` (zod 4 draft-7 schema in the beta `output_format`) and a `strict` tool,
+LangChain's `with_structured_output(method="json_schema")` (pydantic's schema through the
+anthropic SDK's `transform_schema`) and `bind_tools(strict=True)`. Each goes upstream with
+`strict: true` and a schema strict mode takes (every property required, every object closed,
+no keyword it refuses), and comes back satisfying the client's own schema.
+"""
 
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
+import jsonschema
 import pytest
+from conftest import Bridge, bridge_settings, make_http, start_bridge
+from responses_upstream import call_item, message_item, response, stream
 from shapes import content_blocks
+from upstream import DONE, FakeUpstream, JSONReply, SSEReply, chunk, completion, text_stream
+from upstream import tool_call as chat_call
 
 from claude_bridge.proxy.core.checker import check_stream
 from claude_bridge.proxy.core.dialects.chat import CHAT
@@ -16,8 +35,10 @@ from claude_bridge.proxy.core.nulls import AddedNulls, NullRemovingSource
 from claude_bridge.proxy.core.providers import by_name
 from claude_bridge.proxy.core.request import OpenAIRequest, RequestOptions, translate_request
 from claude_bridge.proxy.core.response import translate_response
+from claude_bridge.proxy.core.sse import SSEDecoder
 from claude_bridge.proxy.core.stream import StreamTranslator, run_sse
 from claude_bridge.proxy.core.strict import (
+    STRING_FORMATS,
     allows_null,
     remove_added_nulls,
     remove_added_nulls_text,
@@ -380,3 +401,131 @@ def test_chat_reply_and_stream_lose_the_added_nulls() -> None:
     ]
     plain = run_sse(NullRemovingSource(StreamTranslator(ctx), AddedNulls()), body)
     assert content_blocks(plain)[1]["input"] == {"name": "A", "nickname": None}
+
+
+# -- the shapes real clients send, end to end ----------------------------------------------
+
+CLIENTS = Path(__file__).parent / "data" / "structured_outputs"
+CLIENT_CASES = sorted(p.stem for p in CLIENTS.glob("*.json"))
+DIALECTS = ("openai", "responses")
+# What OpenAI's strict mode refuses in a schema (PROTOCOL.md 13.2); `oneOf` and `$schema` too.
+REFUSED = {"allOf", "oneOf", "not", "if", "then", "else", "default", "$schema"}
+REFUSED |= {"dependentRequired", "dependentSchemas", "patternProperties", "propertyNames"}
+
+
+def strict_problems(node: Any, where: str = "#") -> list[str]:
+    """Why OpenAI's strict mode would refuse `node`: nothing for a schema it takes."""
+    if not isinstance(node, dict):
+        return [f"{where}: not a schema"]
+    problems = [f"{where}: {key}" for key in sorted(set(node) & REFUSED)]
+    kinds = node.get("type")
+    kinds = kinds if isinstance(kinds, list) else [kinds]
+    if "object" in kinds or "properties" in node:
+        properties = node.get("properties", {})
+        if node.get("additionalProperties") is not False:
+            problems.append(f"{where}: an open object")
+        if set(node.get("required", ())) != set(properties):
+            problems.append(f"{where}: not every property required")
+        for name, sub in properties.items():
+            problems += strict_problems(sub, f"{where}/properties/{name}")
+    if "format" in node and node["format"] not in STRING_FORMATS:
+        problems.append(f"{where}: format {node['format']}")
+    if "items" in node:
+        problems += strict_problems(node["items"], f"{where}/items")
+    for number, branch in enumerate(node.get("anyOf", ())):
+        problems += strict_problems(branch, f"{where}/anyOf/{number}")
+    for key in ("$defs", "definitions"):
+        for name, sub in node.get(key, {}).items():
+            problems += strict_problems(sub, f"{where}/{key}/{name}")
+    return problems
+
+
+def test_the_strict_check_finds_what_strict_mode_refuses() -> None:
+    assert strict_problems(strict_schema(PERSON).schema) == []
+    assert strict_problems(PERSON) == ["#: an open object", "#: not every property required"]
+    assert strict_problems({**_strict(PERSON), "default": {}}) == ["#: default"]
+
+
+@pytest.fixture(scope="module")
+def dialect_bridges(upstream_server: FakeUpstream) -> Iterator[dict[str, Bridge]]:
+    bridges = {m: start_bridge(bridge_settings(upstream_server.base_url, mode=m)) for m in DIALECTS}
+    yield bridges
+    for bridge in bridges.values():
+        bridge.stop()
+
+
+def _upstream_answer(
+    mode: str, streamed: bool, answer: Any, tool: dict[str, Any] | None
+) -> JSONReply | SSEReply:
+    """The strict answer as each dialect's upstream gives it: text, or a call of `tool`."""
+    text = json.dumps(answer)
+    if mode == "responses":
+        item = call_item("call_s1", tool["name"], text) if tool else message_item(text)
+        return SSEReply(stream([item])) if streamed else JSONReply(response([item]))
+    if not streamed:
+        if tool is None:
+            return JSONReply(completion(text))
+        calls = [chat_call("call_s1", tool["name"], text)]
+        return JSONReply(completion(None, tool_calls=calls, finish_reason="tool_calls"))
+    half = len(text) // 2
+    if tool is None:
+        return SSEReply(text_stream([text[:half], text[half:]]))
+    first = {"index": 0, **chat_call("call_s1", tool["name"], text[:half])}
+    rest = {"index": 0, "function": {"arguments": text[half:]}}
+    return SSEReply(
+        [
+            chunk({"role": "assistant", "tool_calls": [first]}),
+            chunk({"tool_calls": [rest]}),
+            chunk(finish_reason="tool_calls"),
+            DONE,
+        ]
+    )
+
+
+def _sent(body: dict[str, Any], mode: str, tool: dict[str, Any] | None) -> tuple[Any, Any]:
+    """(schema, strict) of what the upstream got for the client's strict tool or format."""
+    if tool is not None:
+        sent = next(t for t in body["tools"] if (t.get("function") or t)["name"] == tool["name"])
+        sent = sent.get("function", sent)
+        return sent["parameters"], sent.get("strict")
+    fmt = body["response_format"]["json_schema"] if mode == "openai" else body["text"]["format"]
+    return fmt["schema"], fmt["strict"]
+
+
+@pytest.mark.parametrize("streamed", [False, True], ids=["json", "stream"])
+@pytest.mark.parametrize("mode", DIALECTS)
+@pytest.mark.parametrize("case", CLIENT_CASES)
+def test_client_shapes_go_strict_and_come_back_to_the_clients_schema(
+    dialect_bridges: dict[str, Bridge],
+    upstream: FakeUpstream,
+    case: str,
+    mode: str,
+    streamed: bool,
+) -> None:
+    data = json.loads((CLIENTS / f"{case}.json").read_text(encoding="utf-8"))
+    body = {**data["body"], "stream": streamed}
+    tool = next((t for t in body.get("tools", ()) if t.get("strict")), None)
+    fmt = (body.get("output_config") or {}).get("format") or body.get("output_format")
+    original = tool["input_schema"] if tool else fmt["schema"]
+    assert strict_problems(original) != []  # as sent, strict mode would refuse it
+    upstream.reply(_upstream_answer(mode, streamed, data["answer"], tool))
+    with make_http(dialect_bridges[mode]) as http:
+        answered = http.post("/v1/messages", json=body, headers=data["headers"])
+    assert answered.status_code == 200, answered.text
+
+    sent, strict = _sent(upstream.last.json, mode, tool)
+    assert strict is True and strict_problems(sent) == []
+    jsonschema.validate(data["answer"], sent)  # the upstream's answer is a strict one
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(data["answer"], original)  # which the client would refuse as is
+
+    if streamed:
+        decoder = SSEDecoder()
+        events = [json.loads(e.data) for e in decoder.decode(answered.content) + decoder.flush()]
+        assert check_stream(events) == []
+        blocks = content_blocks(events)
+    else:
+        blocks = answered.json()["content"]
+    got = blocks[-1]["input"] if tool else json.loads(blocks[-1]["text"])
+    assert got == data["received"]
+    jsonschema.validate(got, original)

@@ -9,8 +9,9 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import queue
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +34,7 @@ from upstream import (
     SSEReply,
     chunk,
     completion,
+    error_body,
     openai_usage,
     text_stream,
     tool_call,
@@ -47,10 +49,11 @@ from claude_bridge.proxy.core.checker import check_stream, check_wire
 from claude_bridge.proxy.core.errors import InvalidRequest
 from claude_bridge.proxy.core.request import RequestOptions, translate_request
 from claude_bridge.proxy.core.responses.request import translate_request as translate_responses
+from claude_bridge.proxy.core.routing import DEFAULT_UPSTREAM
 from claude_bridge.proxy.core.search_turns import SearchTurns
 from claude_bridge.proxy.core.sse import SSEDecoder
 from claude_bridge.proxy.core.validation import parse_body
-from claude_bridge.proxy.events import Exchange
+from claude_bridge.proxy.events import Bus, Exchange
 from claude_bridge.proxy.journal.reader import load
 from claude_bridge.proxy.journal.writer import Recorder
 from claude_bridge.proxy.logs import exchange_record
@@ -574,16 +577,19 @@ def test_settings_without_table_have_no_backend() -> None:
 ANSWER = "Tokyo has about 14 million people [1]."
 
 
-def scripted_model(request: RecordedRequest) -> Reply:
+def scripted_model(request: RecordedRequest, cost: float | None = None) -> Reply:
     """Calls `web_search` until the last message is its output, then answers; streamed when
-    asked to."""
+    asked to. `cost`: each turn's, in its usage (as OpenRouter reports it)."""
     body = request.json
     last = body["messages"][-1]
     stream = body.get("stream", False)
     if last["role"] == "tool":
+        usage = openai_usage(cost=cost)
         if stream:
-            return SSEReply(text_stream(["Tokyo has about ", "14 million people [1]."]))
-        return JSONReply(completion(ANSWER))
+            return SSEReply(
+                text_stream(["Tokyo has about ", "14 million people [1]."], usage=usage)
+            )
+        return JSONReply(completion(ANSWER, usage=usage))
     call = tool_call("call_ws1", "web_search", {"query": "tokyo population"})
     if stream:
         fragment = {"index": 0, **call}
@@ -592,7 +598,7 @@ def scripted_model(request: RecordedRequest) -> Reply:
                 chunk({"role": "assistant", "content": "Let me check."}),
                 chunk({"tool_calls": [fragment]}),
                 chunk(finish_reason="tool_calls"),
-                chunk(usage=openai_usage(100, 10), choices=False),
+                chunk(usage=openai_usage(100, 10, cost=cost), choices=False),
                 DONE,
             ]
         )
@@ -601,7 +607,7 @@ def scripted_model(request: RecordedRequest) -> Reply:
             "Let me check.",
             tool_calls=[call],
             finish_reason="tool_calls",
-            usage=openai_usage(100, 10),
+            usage=openai_usage(100, 10, cost=cost),
         )
     )
 
@@ -980,3 +986,266 @@ def test_claude_codes_captured_side_request() -> None:
     chat = translate_request(request, RequestOptions(model="m"))
     assert [t["function"]["name"] for t in chat.body["tools"]] == ["web_search"]
     assert chat.body["tool_choice"] == "auto"
+
+
+# -- failover: the first turn along the chain, the later ones on the target that answered ----
+
+SECOND_KEY = "sk-second-upstream-0123456789"
+POOL = ["sk-pool-key-one-000000", "sk-pool-key-two-000000"]
+
+
+def model_and_backend(
+    model: Callable[[RecordedRequest], Reply],
+) -> Callable[[RecordedRequest], Reply]:
+    """One fake server as both a model and a SearXNG instance (its `/search`)."""
+
+    def serve(request: RecordedRequest) -> Reply:
+        if request.path.endswith("/search"):
+            return JSONReply(searxng_answer("https://tokyo.example/pop"))
+        return model(request)
+
+    return serve
+
+
+def model_requests(server: FakeUpstream) -> list[RecordedRequest]:
+    return [r for r in server.requests if not r.path.endswith("/search")]
+
+
+SearchChain = tuple[Bridge, "queue.Queue[Exchange]"]
+
+
+@pytest.fixture
+def make_search_chain(
+    upstream: FakeUpstream, second_upstream: FakeUpstream
+) -> Iterator[Callable[..., SearchChain]]:
+    """A bridge whose big model is `m-first` on `upstream`, then `m-second` on `second` (unless
+    told otherwise), searching with the SearXNG on `second`; and the exchanges it finishes."""
+    started: list[Bridge] = []
+
+    def make(
+        second: dict[str, Any] | None = None,
+        big_model: tuple[str, ...] = ("m-first", "second:m-second"),
+    ) -> SearchChain:
+        settings = bridge_settings(
+            upstream.base_url,
+            upstreams={"second": {"base_url": second_upstream.base_url, **(second or {})}},
+            big_model=list(big_model),
+            web_search={"backend": "searxng", "url": second_upstream.base_url},
+        )
+        bus = Bus()
+        finished: queue.Queue[Exchange] = queue.Queue()
+        bus.subscribe(lambda kind, exchange: finished.put(exchange) if kind == "finish" else None)
+        bridge = start_bridge(settings, create_app(settings, bus=bus))
+        started.append(bridge)
+        return bridge, finished
+
+    yield make
+    for bridge in started:
+        bridge.stop()
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["json", "stream"])
+def test_a_searching_answer_fails_over_before_its_first_byte(
+    make_search_chain: Callable[..., SearchChain],
+    upstream: FakeUpstream,
+    second_upstream: FakeUpstream,
+    stream: bool,
+) -> None:
+    """The first target answers 429: the answer's first turn goes to the second target (its
+    key, its model) through the failover loop, and its later turn stays there. The attempts
+    are recorded; the cost the upstream reported is both turns'."""
+    limited = error_body("Rate limit reached", "rate_limit_error")
+    upstream.always(JSONReply(limited, 429, {"retry-after": "7"}))
+    second_upstream.always(model_and_backend(lambda request: scripted_model(request, cost=0.25)))
+    bridge, finished = make_search_chain(second={"api_key": SECOND_KEY})
+    with make_client(bridge) as client:
+        message = ask(client, stream)
+    kinds = (TextBlock, ServerToolUseBlock, WebSearchToolResultBlock, TextBlock)
+    assert all(isinstance(b, kind) for b, kind in zip(message.content, kinds, strict=True))
+    assert message.content[-1].text == ANSWER
+    assert message.usage.server_tool_use.web_search_requests == 1
+    assert [r.json["model"] for r in upstream.requests] == ["m-first"]
+    turns = model_requests(second_upstream)
+    assert [t.json["model"] for t in turns] == ["m-second", "m-second"]
+    assert {t.headers["authorization"] for t in turns} == {f"Bearer {SECOND_KEY}"}
+    done = finished.get(timeout=CLIENT_TIMEOUT)
+    assert (done.upstream, done.upstream_model, done.status) == ("second", "m-second", 200)
+    assert [(a.upstream, a.outcome, a.status) for a in done.attempts] == [
+        (DEFAULT_UPSTREAM, "failed", 429),
+        ("second", "ok", None),
+    ]
+    assert done.upstream_cost == 0.5 and done.input_tokens == 112
+
+
+def test_a_later_turn_tries_its_targets_other_keys_never_another_target(
+    make_search_chain: Callable[..., SearchChain],
+    upstream: FakeUpstream,
+    second_upstream: FakeUpstream,
+) -> None:
+    limited: list[RecordedRequest] = []
+
+    def later_turn_limited_once(request: RecordedRequest) -> Reply:
+        if request.json["messages"][-1]["role"] == "tool" and not limited:
+            limited.append(request)
+            return JSONReply(error_body("Rate limit reached", "rate_limit_error"), 429)
+        return scripted_model(request)
+
+    second_upstream.always(model_and_backend(later_turn_limited_once))
+    upstream.always(JSONReply(completion("never asked")))
+    bridge, finished = make_search_chain(
+        second={"api_keys": POOL}, big_model=("second:m-second", "m-first")
+    )
+    with make_client(bridge) as client:
+        assert ask(client, stream=False).content[-1].text == ANSWER
+    _, refused, served = model_requests(second_upstream)
+    assert refused.headers["authorization"] != served.headers["authorization"]
+    done = finished.get(timeout=CLIENT_TIMEOUT)
+    assert [(a.upstream, a.outcome, a.status) for a in done.attempts] == [
+        ("second", "ok", None),  # the first turn
+        ("second", "failed", 429),  # the later turn, on the other key next
+        ("second", "ok", None),
+    ]
+
+    # The later turn's upstream is down: the message ends with an `error` event; the chain's
+    # next target is never asked for the rest of a message another model began.
+    def later_turn_down(request: RecordedRequest) -> Reply:
+        if request.json["messages"][-1]["role"] == "tool":
+            return JSONReply(error_body("upstream down", "server_error"), 503)
+        return scripted_model(request)
+
+    second_upstream.always(model_and_backend(later_turn_down))
+    with make_client(bridge) as client, pytest.raises(anthropic.APIStatusError) as raised:
+        ask(client, stream=True)
+    assert raised.value.status_code == 200  # committed: the failure is the `error` event
+    assert upstream.requests == []
+
+
+def test_a_searching_answer_reads_the_clients_body_once(
+    search_bridge: Bridge, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from claude_bridge.proxy import plan
+
+    reads: list[bytes] = []
+    parse_object = plan.parse_object
+
+    def counted(raw: bytes) -> dict[str, Any]:
+        reads.append(raw)
+        return parse_object(raw)
+
+    monkeypatch.setattr(plan, "parse_object", counted)
+    with make_client(search_bridge) as client:
+        assert ask(client, stream=False).content[-1].text == ANSWER
+    assert len(reads) == 1  # two upstream turns planned from one reading
+
+
+# -- streamed citations ----------------------------------------------------------------------
+
+CITED = "14 million people"
+CITED_AT = ANSWER.index(CITED)
+
+
+def test_streamed_citations_go_to_the_open_text_block_once_their_text_is_sent() -> None:
+    turns = SearchTurns(ws.SearchTool())
+    start, *_ = _turn({"type": "text", "text": ""})
+    opened = {
+        "type": "content_block_start",
+        "index": 0,
+        "content_block": {"type": "text", "text": ""},
+    }
+
+    def text(part: str) -> dict[str, Any]:
+        return {
+            "type": "content_block_delta",
+            "index": 0,
+            "delta": {"type": "text_delta", "text": part},
+        }
+
+    span = (CITED_AT, CITED_AT + len(CITED), "https://tokyo.example/pop", "T")
+    sent = turns.feed(start) + turns.feed(opened) + turns.feed(text(ANSWER[:20]))
+    assert turns.cite([span]) == []  # its text is not all sent yet
+    sent += turns.feed(text(ANSWER[20:]))
+    assert sent[-1]["delta"]["type"] == "citations_delta"
+    assert sent[-1]["delta"]["citation"]["cited_text"] == CITED
+    assert turns.cite([span]) == []  # upstreams repeat them: once is enough
+    sent += turns.cite([(0, 5, "https://tokyo.example/a", None)])  # sent already: at once
+    assert sent[-1]["delta"]["citation"]["cited_text"] == "Tokyo"
+    sent += turns.cite([(0, 999, "https://beyond.example", None)])  # waits for text to come
+    sent += turns.feed({"type": "content_block_stop", "index": 0})
+    sent += [out for event in _turn()[2:] for out in turns.feed(event)] + turns.finish()
+    assert check_stream(sent) == []
+    assert [c["url"] for c in turns.content[0]["citations"]] == [
+        "https://tokyo.example/pop",
+        "https://tokyo.example/a",
+    ]
+
+
+def citing_model(request: RecordedRequest) -> Reply:
+    """`scripted_model`, its answer citing the first result (OpenRouter's annotations, after
+    the text they cite, with the finish chunk)."""
+    if request.json["messages"][-1]["role"] != "tool":
+        return scripted_model(request)
+    cited = {
+        "url": "https://tokyo.example/pop",
+        "title": "Title 1",
+        "start_index": CITED_AT,
+        "end_index": CITED_AT + len(CITED),
+    }
+    annotations = [{"type": "url_citation", "url_citation": cited}]
+    if not request.json.get("stream"):
+        body = completion(ANSWER)
+        body["choices"][0]["message"]["annotations"] = annotations
+        return JSONReply(body)
+    return SSEReply(
+        [
+            chunk({"role": "assistant", "content": ""}),
+            chunk({"content": ANSWER[:20]}),
+            chunk({"content": ANSWER[20:]}),
+            chunk({"annotations": annotations}, finish_reason="stop"),
+            chunk(usage=openai_usage(), choices=False),
+            DONE,
+        ]
+    )
+
+
+def test_streamed_annotations_become_citations(
+    search_bridge: Bridge, upstream: FakeUpstream
+) -> None:
+    """Streamed, the cited span cannot be a block of its own (its text went out before the
+    annotation came): the block holding it carries the citation, the same one the whole answer
+    gives."""
+    upstream.always(citing_model)
+    with make_client(search_bridge) as client:
+        streamed = ask(client, stream=True)
+        whole = ask(client, stream=False)
+    answer = streamed.content[-1]
+    assert isinstance(answer, TextBlock) and answer.text == ANSWER
+    (citation,) = answer.citations or []
+    assert isinstance(citation, CitationsWebSearchResultLocation)
+    assert (citation.url, citation.title, citation.cited_text) == (
+        "https://tokyo.example/pop",
+        "Title 1",
+        CITED,
+    )
+    (quoted,) = [b for b in whole.content if isinstance(b, TextBlock) and b.citations]
+    assert quoted.citations == [citation]
+
+
+def test_a_real_responses_stream_cites_its_source(
+    make_bridge: Callable[..., Bridge], upstream: FakeUpstream
+) -> None:
+    """OpenAI's captured web search stream (`response.output_text.annotation.added` right
+    after the text it cites), when the shared fixtures are present."""
+    path = FIXTURES.parent / "openai_responses/real_gpt41_web_search_stream.sse"
+    if not path.exists():
+        pytest.skip("shared fixtures not present")
+    upstream.always(SSEReply([path.read_text()]))
+    bridge = make_bridge(mode="responses", web_search={"backend": "upstream"})
+    with make_client(bridge) as client:
+        message = ask(client, stream=True)
+    use, result, text = message.content
+    assert isinstance(use, ServerToolUseBlock) and isinstance(result, WebSearchToolResultBlock)
+    assert isinstance(text, TextBlock)
+    (citation,) = text.citations or []
+    assert isinstance(citation, CitationsWebSearchResultLocation)
+    assert citation.cited_text == text.text[239:333]
+    assert citation.url.startswith("https://www.toukei.metro.tokyo.lg.jp/")

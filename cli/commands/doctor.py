@@ -14,7 +14,7 @@ from rich.table import Table
 from ..console import stderr, stdout
 from .settings import CONFIG_OPTION
 
-MARKS = {"ok": "✅", "warn": "⚠️", "fail": "❌", "pass": "✅", "skip": "—"}
+MARKS = {"ok": "✅", "warn": "⚠️", "fail": "❌", "pass": "✅"}
 
 
 def doctor(

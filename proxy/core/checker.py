@@ -15,7 +15,7 @@ _EMPTY_BLOCKS: dict[str, dict[str, Any]] = {
     "thinking": {"type": "thinking", "thinking": "", "signature": ""},
 }
 _DELTAS = {
-    "text": {"text_delta"},
+    "text": {"text_delta", "citations_delta"},  # citations: PROTOCOL.md 3.3, 12.1
     "thinking": {"thinking_delta", "signature_delta"},
     "tool_use": {"input_json_delta"},
     "server_tool_use": {"input_json_delta"},
@@ -138,6 +138,9 @@ class _Checker:
                 self.fail(position, "input_json_delta without a partial_json string")
             else:
                 self.parts.append(delta["partial_json"])
+        elif delta_type == "citations_delta":
+            if not isinstance(delta.get("citation"), dict):
+                self.fail(position, "citations_delta without a citation")
         elif not isinstance(delta.get(delta_type.removesuffix("_delta")), str):
             self.fail(position, f"{delta_type} without its text")
 

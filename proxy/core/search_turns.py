@@ -71,6 +71,13 @@ class SearchTurns:
         self._client_tools = False
         self._open = False  # a block of this turn is open: blocks of our own wait for its end
         self._waiting: list[Event] = []
+        # Streamed citations (`cite`): the spans still waiting for their text, those seen this
+        # turn, the characters of this turn's text sent so far (where the upstream counts
+        # them), and the open text block (its client index and the position of its start).
+        self._cites: list[web_search.Span] = []
+        self._seen: set[web_search.Span] = set()
+        self._text_at = 0
+        self._text: tuple[int, int] | None = None
 
     # -- a streamed turn -----------------------------------------------------------------
 
@@ -84,13 +91,22 @@ class SearchTurns:
             return [event] if self.turns == 1 else []
         if kind == "content_block_start":
             self._open = True
-            return [self._start(event)]
+            started = self._start(event)
+            if started["content_block"].get("type") == "text":
+                self._text = (started["index"], self._text_at)
+            return [started]
         if kind == "content_block_delta":
             index = self._index[event["index"]]
-            self._grow(self.content[index], event["delta"])
-            return [{**event, "index": index}]
+            delta = event["delta"]
+            self._grow(self.content[index], delta)
+            if delta.get("type") != "text_delta":
+                return [{**event, "index": index}]
+            self._text_at += len(delta["text"])
+            return [{**event, "index": index}, *self._citing()]
         if kind == "content_block_stop":
             self._open = False
+            self._text = None
+            self._citing()  # only drops the spans this block held but could not be cited
             waiting, self._waiting = self._waiting, []
             return [{**event, "index": self._index[event["index"]]}, *waiting]
         if kind == "message_delta":
@@ -129,6 +145,38 @@ class SearchTurns:
                 search.arguments.append(delta["partial_json"])
             else:
                 block.setdefault("_json", []).append(delta["partial_json"])
+
+    def cite(self, spans: list[web_search.Span]) -> list[Event]:
+        """Spans of this turn's text the upstream says cite a source (streamed annotations,
+        which come with or after the text they cite): each becomes a `citations_delta` on the
+        open text block holding it as soon as its text has been sent. The text was sent
+        already, so it cannot be split into a block of its own as the API does (and as
+        `web_search.cited` does for a whole message): the citation goes to the block that
+        holds the span, `cited_text` saying which part. A span not inside one text block that
+        is still open (or still to come) is left out."""
+        for span in spans:
+            if span not in self._seen:
+                self._seen.add(span)
+                self._cites.append(span)
+        return self._citing()
+
+    def _citing(self) -> list[Event]:
+        out: list[Event] = []
+        waiting = []
+        for span in self._cites:
+            start, end, url, title = span
+            if self._text is not None and self._text[1] <= start and end <= self._text_at:
+                index, first = self._text
+                block = self.content[index]
+                citation = web_search.location(
+                    block["text"][start - first : end - first], url, title
+                )
+                block.setdefault("citations", []).append(citation)
+                out.append(_delta(index, {"type": "citations_delta", "citation": citation}))
+            elif start >= (self._text[1] if self._text is not None else self._text_at):
+                waiting.append(span)  # its text is still to come
+        self._cites = waiting
+        return out
 
     def upstream_search(self, item: dict[str, Any]) -> list[Event]:
         """A search the upstream ran itself (a Responses `web_search_call` item, done): its
@@ -205,6 +253,7 @@ class SearchTurns:
                 self._usage[key] = value
         self._stop = (delta.get("stop_reason"), delta.get("stop_sequence"))
         self._index = {}
+        self._cites, self._seen, self._text_at, self._text = [], set(), 0, None
         for search in self.pending:  # their input is whole now
             for block in self.content:
                 if block.get("id") == search.id:
@@ -313,16 +362,26 @@ class TurnSource:
         return self._join(self._inner.start())
 
     def feed_data(self, data: str) -> list[Event]:
-        searched: list[Event] = []
-        if '"web_search_call"' in data and "response.output_item.done" in data:
-            try:  # the upstream's own search, which the inner translator skips
-                event = untrusted.event(data)
-            except untrusted.TooDeep:
-                event = None  # the inner translator fails the stream on it
-            item = event.get("item") if event else None
-            if isinstance(item, dict) and item.get("type") == "web_search_call":
-                searched = self._turns.upstream_search(item)
-        return searched + self._join(self._inner.feed_data(data))
+        early: list[Event] = []
+        if "url_citation" in data or '"web_search_call"' in data:
+            early = self._skipped(data)
+        return early + self._join(self._inner.feed_data(data))
+
+    def _skipped(self, data: str) -> list[Event]:
+        """What the inner translator skips: the upstream's own search, its citations. (Spans
+        of text this same event carries are cited once the inner translator sent it.)"""
+        try:
+            event = untrusted.event(data)
+        except untrusted.TooDeep:
+            return []  # the inner translator fails the stream on it
+        if event is None:
+            return []
+        item = event.get("item")
+        if event.get("type") == "response.output_item.done" and isinstance(item, dict):
+            return (
+                self._turns.upstream_search(item) if item.get("type") == "web_search_call" else []
+            )
+        return self._turns.cite(web_search.streamed_citations(event))
 
     def finish(self) -> list[Event]:
         return self._join(self._inner.finish())

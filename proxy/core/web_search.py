@@ -296,10 +296,14 @@ CITED_TEXT_CHARS = 150
 INDEX_PREFIX = "cbwi1."
 
 
-def url_citations(data: Any) -> list[tuple[int, int, str, str | None]]:
-    """(start, end, url, title) of each `url_citation` a non-streamed upstream answer carries:
-    Chat Completions' nested form (OpenRouter, the search models) or the Responses API's flat
-    one, on the answer's text (PROTOCOL.md 12.3)."""
+Span = tuple[int, int, str, str | None]
+"""A cited span of the upstream's answer text: (start, end, url, title)."""
+
+
+def url_citations(data: Any) -> list[Span]:
+    """The spans each `url_citation` a non-streamed upstream answer carries cite: Chat
+    Completions' nested form (OpenRouter, the search models) or the Responses API's flat one,
+    on the answer's text (PROTOCOL.md 12.3)."""
     found: list[Any] = []
     if isinstance(data, dict):
         for choice in data.get("choices") or ():
@@ -310,11 +314,33 @@ def url_citations(data: Any) -> list[tuple[int, int, str, str | None]]:
             for part in (item.get("content") if isinstance(item, dict) else None) or ():
                 if isinstance(part, dict) and isinstance(part.get("annotations"), list):
                     found += part["annotations"]
+    return _spans(found)
+
+
+def streamed_citations(event: Any) -> list[Span]:
+    """The spans one upstream stream event cites: a Chat Completions chunk's
+    `delta.annotations`, or a Responses `response.output_text.annotation.added` (not the
+    annotation lists the Responses API repeats in its `done` events: each is added once)."""
+    if not isinstance(event, dict):
+        return []
+    if event.get("type") == "response.output_text.annotation.added":
+        return _spans([event.get("annotation")])
+    found: list[Any] = []
+    for choice in event.get("choices") or ():
+        delta = choice.get("delta") if isinstance(choice, dict) else None
+        if isinstance(delta, dict) and isinstance(delta.get("annotations"), list):
+            found += delta["annotations"]
+    return _spans(found)
+
+
+def _spans(annotations: list[Any]) -> list[Span]:
     spans = []
-    for annotation in found:
+    for annotation in annotations:
         if not isinstance(annotation, dict) or annotation.get("type") != "url_citation":
             continue
         cited = annotation.get("url_citation", annotation)
+        if not isinstance(cited, dict):
+            continue
         start, end, url = cited.get("start_index"), cited.get("end_index"), cited.get("url")
         if type(start) is int and type(end) is int and isinstance(url, str) and 0 <= start < end:
             title = cited.get("title")
@@ -322,7 +348,20 @@ def url_citations(data: Any) -> list[tuple[int, int, str, str | None]]:
     return sorted(spans)
 
 
-def cited(message: dict[str, Any], spans: list[tuple[int, int, str, str | None]]) -> None:
+def location(cited_text: str, url: str, title: str | None) -> dict[str, Any]:
+    """The `web_search_result_location` citation of `cited_text` from `url`; its
+    `encrypted_index` says where (the source), as the API's does, opaque but readable back."""
+    where = json.dumps({"u": url, "t": title}, ensure_ascii=False, separators=(",", ":"))
+    return {
+        "type": "web_search_result_location",
+        "url": url,
+        "title": title,
+        "cited_text": cited_text[:CITED_TEXT_CHARS],
+        "encrypted_index": INDEX_PREFIX + base64.urlsafe_b64encode(where.encode()).decode(),
+    }
+
+
+def cited(message: dict[str, Any], spans: list[Span]) -> None:
     """The message's text split where `spans` cite a source, each cited span a text block of
     its own with a `web_search_result_location` citation, as the API sends them. Only for a
     message with one text block (the spans count in the upstream's one text)."""
@@ -339,15 +378,7 @@ def cited(message: dict[str, Any], spans: list[tuple[int, int, str, str | None]]
         if start > position:
             blocks.append({"type": "text", "text": text[position:start]})
         span = text[start:end]
-        where = json.dumps({"u": url, "t": title}, ensure_ascii=False, separators=(",", ":"))
-        citation = {
-            "type": "web_search_result_location",
-            "url": url,
-            "title": title,
-            "cited_text": span[:CITED_TEXT_CHARS],
-            "encrypted_index": INDEX_PREFIX + base64.urlsafe_b64encode(where.encode()).decode(),
-        }
-        blocks.append({"type": "text", "text": span, "citations": [citation]})
+        blocks.append({"type": "text", "text": span, "citations": [location(span, url, title)]})
         position = end
     if position < len(text):
         blocks.append({"type": "text", "text": text[position:]})

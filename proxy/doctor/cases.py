@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import scripted
+from . import scripted, searxng
 
 
 @dataclass
@@ -60,6 +60,15 @@ class Run:
             if isinstance(block, dict) and block.get("type") == kind
         ]
 
+    def tool_results(self) -> list[dict[str, Any]]:
+        """Claude Code's own accounts of the tool calls it ran (stream-json's
+        `tool_use_result`)."""
+        return [
+            e["tool_use_result"]
+            for e in self.events()
+            if isinstance(e.get("tool_use_result"), dict)
+        ]
+
     def said(self) -> str:
         """What Claude Code printed, shortened, for a failure's detail."""
         result = self.result()
@@ -80,13 +89,15 @@ class Case:
     """Its key: the JSON output's and the README table's."""
     label: str
     prompt: str
-    check: Check | None
-    """None: not run yet."""
+    check: Check
     about: str
-    """What a pass shows; for a case not run yet, why."""
+    """What a pass shows."""
     env: Mapping[str, str] = field(default_factory=dict)
     alone: bool = False
     """Run with no other case at once: its check counts requests the proxy answered."""
+    inner: str | None = None
+    """The scripted case of the requests Claude Code makes on its own for this one (a
+    subagent's, a search's), whose requests the check sees too."""
 
 
 def _succeeded(run: Run, wanted: str) -> str | None:
@@ -156,6 +167,32 @@ def _subagent(run: Run) -> str | None:
     if not run.seen or not any(s.case == scripted.SUBAGENT_INNER for s in run.seen):
         return f"no subagent request reached the upstream: {run.said()}"
     return _succeeded(run, f"Subagent said: {scripted.SUBAGENT_WORDS}")
+
+
+def _web_search(run: Run) -> str | None:
+    """One search counted by Claude Code (`webSearchRequests` in every release; 2.1 also reports
+    the tool's `searchCount`), the backend's result among the links of its account of the call
+    (from 2.0, which prints one), and the upstream's word that the result reached it."""
+    if not any(s.case == scripted.WEB_SEARCH_INNER for s in run.seen):
+        return f"no search request from Claude Code reached the upstream: {run.said()}"
+    usage = run.result().get("modelUsage") or {}
+    counted = [u.get("webSearchRequests") for u in usage.values() if isinstance(u, dict)]
+    accounts = [r for r in run.tool_results() if "query" in r and "results" in r]
+    reported = [r["searchCount"] for r in accounts if "searchCount" in r]
+    if sum(c for c in counted if isinstance(c, int)) != 1 or reported not in ([], [1]):
+        found = f"webSearchRequests {counted}, searchCount {reported}"
+        return f"Claude Code did not count one search ({found}): {run.said()}"
+    links = [
+        link.get("url")
+        for account in accounts
+        for result in account["results"]
+        if isinstance(result, dict)
+        for link in result.get("content") or []
+        if isinstance(link, dict)
+    ]
+    if accounts and searxng.RESULT_URL not in links:
+        return f"Claude Code's search lacks the backend's result: {str(accounts)[:300]}"
+    return _succeeded(run, f"{scripted.SEARCH_FOUND}: {searxng.RESULT_URL}")
 
 
 IMAGE_FILE = "doctor.png"
@@ -237,10 +274,16 @@ def cases(workspace: Path) -> list[Case]:
             "[doctor:subagent] Ask a subagent.",
             _subagent,
             "a subagent's own request ran; its answer reached the main loop",
+            inner=scripted.SUBAGENT_INNER,
         ),
-        # The hook for WebSearch: a prompt the scripted upstream answers with the tool's call,
-        # and a check, once claude-bridge answers the tool (with a scripted search backend).
-        Case("web_search", "WebSearch", "", None, "not in the grid yet"),
+        Case(
+            "web_search",
+            "WebSearch",
+            "[doctor:web_search] Search the web.",
+            _web_search,
+            "one search, run by the proxy on its backend; the result reached the main loop",
+            inner=scripted.WEB_SEARCH_INNER,
+        ),
     ]
 
 

@@ -28,14 +28,15 @@ from ..windows import Windows
 from . import scripted
 from .cases import FEATURES, IMAGE_FILE, Case, Run, cases, png
 from .checks import claude_version
+from .searxng import searxng
 
-Status = Literal["pass", "fail", "skip"]
+Status = Literal["pass", "fail"]
 RUN_TIMEOUT = 180.0
 """Seconds one Claude Code run may take (its own retries of a cut stream included)."""
 METRICS_TIMEOUT = 10.0
 JOBS = 2
 """Claude Code runs at once: each is a Node process that mostly waits."""
-ALLOWED = ("--allowedTools", "Bash(echo:*)", "Read", "Task", "Agent")
+ALLOWED = ("--allowedTools", "Bash(echo:*)", "Read", "Task", "Agent", "WebSearch")
 """What the cases' tool calls need: `Task` names the subagent tool before 2.1, `Agent` after."""
 COUNTED = 'claude_bridge_count_tokens_requests_total{status="200"}'
 
@@ -56,7 +57,7 @@ class Grid:
 
     @property
     def passed(self) -> bool:
-        return all(o.status != "fail" for o in self.outcomes)
+        return all(o.status == "pass" for o in self.outcomes)
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -66,8 +67,9 @@ class Grid:
         }
 
 
-def settings() -> Settings:
-    """The proxy's: every model to the scripted one, whose window Claude Code is told."""
+def settings(search_url: str) -> Settings:
+    """The proxy's: every model to the scripted one, whose window Claude Code is told;
+    searches to the SearXNG-shaped backend at `search_url`."""
     return Settings.model_validate(
         {
             "openai_base_url": "http://scripted.claude-bridge.invalid/v1",
@@ -77,6 +79,7 @@ def settings() -> Settings:
             "small_model": scripted.MODEL,
             "retries": 0,
             "models": {scripted.MODEL: {"context_window": 200_000, "max_output_tokens": 32_000}},
+            "web_search": {"backend": "searxng", "url": search_url},
         }
     )
 
@@ -112,8 +115,6 @@ class _Runner:
         return 0
 
     def run(self, case: Case) -> Outcome:
-        if case.check is None:
-            return Outcome(case.name, case.label, "skip", case.about)
         before = self.counted()
         argv = [self.claude, "-p", case.prompt, "--output-format", "stream-json", "--verbose"]
         argv += ["--max-turns", "6", *ALLOWED]
@@ -132,8 +133,8 @@ class _Runner:
             detail = f"Claude Code did not finish in {RUN_TIMEOUT:.0f} s"
             return Outcome(case.name, case.label, "fail", detail)
         seen = self.upstream.requests(case.name)
-        if case.name == "subagent":
-            seen += self.upstream.requests(scripted.SUBAGENT_INNER)
+        if case.inner:
+            seen += self.upstream.requests(case.inner)
         run = Run(done.returncode, done.stdout, done.stderr, seen, self.counted() - before)
         problem = case.check(run)
         if problem is None:
@@ -168,16 +169,20 @@ def run_grid(claude: str, *, jobs: int = JOBS) -> Grid:
             "NO_COLOR": "1",
             "DISABLE_AUTOUPDATER": "1",
         }
-        proxy = settings()
         upstream = scripted.ScriptedUpstream()
-        with background_proxy(proxy, log_file=root / "proxy.log", transport=upstream) as target:
+        with (
+            searxng() as search_url,
+            background_proxy(
+                proxy := settings(search_url), log_file=root / "proxy.log", transport=upstream
+            ) as target,
+        ):
             env = claude_env(target, proxy, Windows(proxy), base)
             runner = _Runner(claude, target, env, workspace, upstream)
             outcomes = runner.run_all(cases(workspace), jobs)
     return Grid(claude, version, outcomes)
 
 
-MARKS = {"pass": "✅", "fail": "❌", "skip": "—"}
+MARKS = {"pass": "✅", "fail": "❌"}
 
 
 def compatibility_markdown(grids: Sequence[tuple[str, Mapping[str, Status]]]) -> str:

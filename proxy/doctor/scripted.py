@@ -25,8 +25,10 @@ from typing import Any
 
 import httpx
 
+from .searxng import RESULT_URL
+
 MODEL = "doctor-scripted"
-MARKER = re.compile(r"\[doctor:([a-z-]+)(?: ([^\]]*))?\]")
+MARKER = re.compile(r"\[doctor:([a-z_-]+)(?: ([^\]]*))?\]")
 
 TEXT = "doctor: plain text ok"
 STREAMED = "Streamed in pieces: ünïcødé ✓ 日本語 🙂\nsecond line — the end."
@@ -39,8 +41,13 @@ SUBAGENT_WORDS = f"The marker is {SUBAGENT_MARKER}."
 IMAGE_SEEN = "Image received"
 CUT_TEXT = "This answer was cut off once and then sent again whole."
 UPSTREAM_ERROR = "doctor: the scripted upstream refused this request"
+NO_WEB_SEARCH = "doctor: Claude Code offered no WebSearch tool"
 NO_STREAMING = "doctor: streaming is not served for this case"
 SUBAGENT_INNER = "subagent-inner"
+WEB_SEARCH_INNER = "web-search-inner"
+SEARCH_QUERY = "claude-bridge doctor search"
+SEARCH_FOUND = "Search found"
+SEARCH_SUMMARY = "The doctor's search found its one page."
 
 
 @dataclass(frozen=True)
@@ -193,7 +200,36 @@ def script(body: dict[str, Any], attempt: int) -> Reply:
         return tool_calls(("call_doctor_agent", agent, task))
     if case == SUBAGENT_INNER:
         return text(SUBAGENT_WORDS)
+    if case == "web_search":
+        return _web_search(body, results)
+    if case == WEB_SEARCH_INNER:
+        # Claude Code's own request for the search, with Anthropic's server tool, which the
+        # proxy offers as a `web_search` function and answers by searching.
+        if "web_search" not in _tool_names(body):
+            return text("claude-bridge offered no web_search function")
+        if results:
+            return text(SEARCH_SUMMARY)
+        return tool_calls(("call_doctor_web_search", "web_search", {"query": SEARCH_QUERY}))
     return text("ok")  # a side call (a title, a summary): nothing to check
+
+
+def _web_search(body: dict[str, Any], results: dict[str, str]) -> Reply:
+    """Claude Code's WebSearch tool called with a query carrying the inner case's marker (after
+    loading it with ToolSearch where it is deferred); then whether its result holds the URL
+    the search backend answers with."""
+    if "call_doctor_search" in results:
+        result = results["call_doctor_search"]
+        if RESULT_URL in result:
+            return text(f"{SEARCH_FOUND}: {RESULT_URL}")
+        return text(f"The WebSearch result lacks {RESULT_URL}: {result[:300]}")
+    tools = _tool_names(body)
+    if "WebSearch" in tools:
+        query = f"[doctor:{WEB_SEARCH_INNER}] {SEARCH_QUERY}"
+        return tool_calls(("call_doctor_search", "WebSearch", {"query": query}))
+    if "ToolSearch" in tools and "call_doctor_load" not in results:
+        load = {"query": "select:WebSearch", "max_results": 1}
+        return tool_calls(("call_doctor_load", "ToolSearch", load))
+    return text(NO_WEB_SEARCH)
 
 
 def completion(reply: Reply, body: dict[str, Any]) -> dict[str, Any]:

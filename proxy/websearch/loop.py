@@ -7,15 +7,31 @@ request again for the same upstream, model, dialect and message id (`plan.plan`)
 again, until the model answers. `core.search_turns` joins the turns; each streamed turn goes
 through the pipeline's relay (stalls, pings, drain, accounting of what streams), which leaves
 ending the exchange to this loop.
+
+Failover. The first turn goes through the pipeline's attempt loop as any request does
+(`Pipeline.answered`, `Pipeline.opened`): along the route's chain of targets and their keys,
+until one answers, before anything reaches the client. Every later turn stays on the target
+that answered the first one: its other keys are tried (the same model behind another key is
+invisible to the client), another target never is, streamed or not, even before the later
+turn's own first byte:
+- the client has the message's start and its blocks so far (a stream), written by that model:
+  another would continue a half-answer it did not write, in what the client reads as one
+  message from one model, and the provider's own carriers in the history (reasoning
+  signatures, thought signatures in tool ids) mean nothing to another provider;
+- a whole answer (JSON) could start over elsewhere, but that would run its searches again;
+- the exchange names one upstream and model (dashboard, journal, price).
+A later turn's attempts join the exchange's only when that turn took more than one, or
+failed: a two-turn answer with no failure did not take "2 tries".
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import re
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Iterator, Mapping
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
@@ -37,15 +53,17 @@ from ..core.web_search import Result, SearchFailed, SearchTool
 from ..events import Exchange
 from ..models.anthropic import Message
 from ..plan import Asked, Plan, event_source, plan, read, reply_message, upstream_usage
+from ..resilience.failover import Attempt, failed_over
 from .searcher import Searcher
 
 if TYPE_CHECKING:
+    import httpx
+
     from ..pipeline import Pipeline, Prepared
-    from ..upstream import Call
 
 log = logging.getLogger("claude_bridge.websearch")
 # A tool of type `web_search_<date>` in a JSON body (quotes inside strings are escaped, so this
-# is structure): the cheap test before the body is read again.
+# is structure): the cheap test before a body not read yet is read.
 _SEARCH_TOOL = re.compile(rb'"type"\s*:\s*"web_search_\d')
 
 Event = dict[str, Any]
@@ -59,7 +77,6 @@ class Searching:
 
     asked: Asked
     tool: SearchTool
-    headers: dict[str, str]
     side_query: str | None
     """Claude Code's WebSearch side request: its query (answered without the model when no
     backend is configured)."""
@@ -69,27 +86,32 @@ class Searching:
 
 
 def searching(
-    raw: bytes, planned: Plan, headers: Mapping[str, str], settings: Settings
+    asked: Asked | bytes, planned: Plan, headers: Mapping[str, str], settings: Settings
 ) -> Searching | None:
     """Whether this request's searches go through the loop: it has a `web_search` tool and goes
-    to a translated upstream (that searches itself, `native`, or not)."""
-    if planned.dialect == "anthropic" or not _SEARCH_TOOL.search(raw):
+    to a translated upstream (that searches itself, `native`, or not). `asked`: the client's
+    body, read already, or raw (then read only if it has such a tool)."""
+    if planned.dialect == "anthropic":
         return None
-    options = planned.options
-    native = web_search.native(options.native_web_search, planned.dialect, options.profile.name)
-    asked = read(raw, headers)
+    if isinstance(asked, bytes):
+        if not _SEARCH_TOOL.search(asked):
+            return None
+        asked = read(asked, headers)
     tool = web_search.search_tool(asked.request.tools or ())
     if tool is None:
         return None
+    options = planned.options
+    native = web_search.native(options.native_web_search, planned.dialect, options.profile.name)
     side = web_search.side_request_query(asked.request)
-    return Searching(asked, tool, dict(headers), side, native)
+    return Searching(asked, tool, side, native)
 
 
 def _again(
     pipeline: Pipeline, prepared: Prepared, turns: SearchTurns, exchange: Exchange
-) -> tuple[Plan, Call]:
-    """The next turn's plan and call: the client's request with what the answer holds so far
-    as the assistant's (the searches become calls with their outputs once translated)."""
+) -> Prepared:
+    """The next turn: the client's request with what the answer holds so far as the
+    assistant's (the searches become calls with their outputs once translated), for the
+    target that answered the first turn and no other (the module's docstring)."""
     if exchange.trace is not None:
         exchange.trace.next_turn()
     found = prepared.searching
@@ -100,16 +122,37 @@ def _again(
         found.asked, request=request.model_copy(update={"messages": [*request.messages, message]})
     )
     first = prepared.plan
+    headers = prepared.client_headers
     again = plan(
         asked,
         pipeline.settings,
         pipeline._endpoints,
-        found.headers,
-        to=first.route,
+        headers,
+        to=replace(first.route, fallbacks=()),
         dialect=first.speaker,
         message_id=first.ctx.message_id,
     )
-    return again, pipeline.call(again, found.headers)
+    return replace(prepared, plan=again, call=pipeline.call(again, headers))
+
+
+@contextlib.contextmanager
+def _kept(exchange: Exchange) -> Iterator[list[Attempt]]:
+    """A later turn's attempts, joining the exchange's only if they tell something."""
+    tried: list[Attempt] = []
+    try:
+        yield tried
+    finally:
+        if failed_over(tried):
+            exchange.attempts.extend(tried)
+
+
+def turn_usage(exchange: Exchange, usage: Any) -> None:
+    """One upstream turn's own usage added to the exchange's (reasoning tokens, the cost the
+    upstream reported): an answer of several turns cost them all."""
+    exchange.reasoning_tokens += reasoning_tokens(usage)
+    cost = reported_cost(usage)
+    if cost is not None:
+        exchange.upstream_cost = (exchange.upstream_cost or 0.0) + cost
 
 
 async def _search_all(
@@ -157,59 +200,60 @@ def _tally(exchange: Exchange, message: dict[str, Any]) -> None:
     exchange.stop_reason = message.get("stop_reason") or exchange.stop_reason
 
 
-def _unanswered(pipeline: Pipeline, prepared: Prepared) -> dict[str, Any] | None:
-    """The answer to Claude Code's side request when there is no backend to search with."""
+def shortcut(pipeline: Pipeline, prepared: Prepared, exchange: Exchange) -> dict[str, Any] | None:
+    """The answer to Claude Code's side request when there is no backend to search with (the
+    upstream is not asked: all it could add is a guess at the results); None for any other
+    request."""
     found = prepared.searching
     if found is None or found.side_query is None or found.native or pipeline.searcher.runs:
         return None
     first = message_start(prepared.plan.ctx)[0]["message"]
     failed = SearchFailed("unavailable", pipeline.searcher.unavailable)
-    return unanswered(found.tool, first, found.side_query, failed)
+    answer = unanswered(found.tool, first, found.side_query, failed)
+    exchange.first_byte = pipeline.clock()
+    _noted(exchange, "", failed, 0.0)
+    _tally(exchange, answer)
+    return answer
 
 
-# -- streamed --------------------------------------------------------------------------------
-
-
-async def open_stream(
-    pipeline: Pipeline, prepared: Prepared, exchange: Exchange
-) -> AsyncIterator[bytes]:
-    """`Pipeline.open_stream` for a request whose searches the proxy runs: the first turn is
-    opened before this returns, so that a refusal is still a real HTTP error."""
-    answer = _unanswered(pipeline, prepared)
-    if answer is not None:
-        return _whole(pipeline, answer, exchange)
-    assert prepared.searching is not None
-    turns = SearchTurns(prepared.searching.tool)
-    first = await _open_turn(pipeline, prepared, prepared.plan, prepared.call, turns, exchange)
-    return _stream(pipeline, prepared, turns, first, exchange)
-
-
-async def _whole(
+async def whole(
     pipeline: Pipeline, answer: dict[str, Any], exchange: Exchange
 ) -> AsyncIterator[bytes]:
-    exchange.first_byte = pipeline.clock()
-    _noted(exchange, "", SearchFailed("unavailable", pipeline.searcher.unavailable), 0.0)
-    _tally(exchange, answer)
+    """A `shortcut` answer, streamed."""
     try:
         yield _encode(message_events(answer))
     finally:
         pipeline.end(exchange, 200)
 
 
-async def _open_turn(
+# -- streamed --------------------------------------------------------------------------------
+
+
+def stream(
     pipeline: Pipeline,
     prepared: Prepared,
-    planned: Plan,
-    call: Call,
+    stack: AsyncExitStack,
+    response: httpx.Response,
+    exchange: Exchange,
+) -> AsyncIterator[bytes]:
+    """`Pipeline.open_stream` for a request whose searches the proxy runs, once the first
+    turn's upstream stream is open (`prepared`: for the target that answered)."""
+    assert prepared.searching is not None
+    turns = SearchTurns(prepared.searching.tool)
+    first = _relayed(pipeline, prepared, stack, response, turns, exchange)
+    return _stream(pipeline, prepared, turns, first, exchange)
+
+
+def _relayed(
+    pipeline: Pipeline,
+    turn: Prepared,
+    stack: AsyncExitStack,
+    response: httpx.Response,
     turns: SearchTurns,
     exchange: Exchange,
 ) -> AsyncIterator[bytes]:
-    upstream = prepared.upstream
-    stack = AsyncExitStack()
-    async with pipeline.drain.guard():
-        with pipeline._sized(prepared, exchange):
-            response = await stack.enter_async_context(upstream.stream(call))
-    source = TurnSource(event_source(planned), turns)
+    upstream = turn.upstream
+    source = TurnSource(event_source(turn.plan), turns)
     return pipeline._relay(stack, upstream, upstream.chunks(response), source, exchange, ends=False)
 
 
@@ -245,13 +289,15 @@ async def _stream(
             if not turns.continues:
                 break
             turns.next_turn()
-            again, call = _again(pipeline, prepared, turns, exchange)
+            turn = _again(pipeline, prepared, turns, exchange)
             try:
-                relay = await _open_turn(pipeline, prepared, again, call, turns, exchange)
+                with _kept(exchange) as tried:
+                    stack, response, turn = await pipeline.opened(turn, exchange, tried)
             except BridgeError as exc:
                 error, ended = exc, True
                 yield _encode([exc.event()])
                 return
+            relay = _relayed(pipeline, turn, stack, response, turns, exchange)
         final = turns.finish()
         _tally(exchange, {"usage": turns.usage(), "stop_reason": final[0]["delta"]["stop_reason"]})
         ended = True
@@ -277,54 +323,35 @@ def _encode(events: list[Event]) -> bytes:
 # -- not streamed ----------------------------------------------------------------------------
 
 
-async def complete(pipeline: Pipeline, prepared: Prepared, exchange: Exchange) -> dict[str, Any]:
-    """`Pipeline.complete` for a request whose searches the proxy runs. A turn that fails fails
+async def complete(
+    pipeline: Pipeline, prepared: Prepared, data: Any, exchange: Exchange
+) -> dict[str, Any]:
+    """`Pipeline.complete` for a request whose searches the proxy runs, once the first turn
+    answered `data` (`prepared`: for the target that answered). A later turn that fails fails
     the request, as a one-turn request would."""
-    answer = _unanswered(pipeline, prepared)
-    if answer is not None:
-        _noted(exchange, "", SearchFailed("unavailable", pipeline.searcher.unavailable), 0.0)
-        exchange.first_byte = pipeline.clock()
-    else:
-        assert prepared.searching is not None
-        turns = SearchTurns(prepared.searching.tool)
-        first = message = await _turn(
-            pipeline, prepared, prepared.plan, prepared.call, turns, exchange
-        )
-        while True:
-            turns.feed_message(message)
-            if not turns.searching:
-                break
-            turns.searched(await _search_all(turns, pipeline.searcher, exchange))
-            if not turns.continues:
-                break
-            turns.next_turn()
-            again, call = _again(pipeline, prepared, turns, exchange)
-            message = await _turn(pipeline, prepared, again, call, turns, exchange)
-        answer = turns.message(first)
+    assert prepared.searching is not None
+    turns = SearchTurns(prepared.searching.tool)
+    first = message = _read(prepared.plan, data, turns, exchange)
+    while True:
+        turns.feed_message(message)
+        if not turns.searching:
+            break
+        turns.searched(await _search_all(turns, pipeline.searcher, exchange))
+        if not turns.continues:
+            break
+        turns.next_turn()
+        turn = _again(pipeline, prepared, turns, exchange)
+        with _kept(exchange) as tried:
+            data, turn = await pipeline.answered(turn, exchange, tried)
+        message = _read(turn.plan, data, turns, exchange)
+    answer = turns.message(first)
     _tally(exchange, answer)
-    if exchange.trace is not None:
-        exchange.trace.client_message(answer)
     return answer
 
 
-async def _turn(
-    pipeline: Pipeline,
-    prepared: Prepared,
-    planned: Plan,
-    call: Call,
-    turns: SearchTurns,
-    exchange: Exchange,
-) -> dict[str, Any]:
-    async with pipeline.drain.guard():
-        with pipeline._sized(prepared, exchange):
-            data = await prepared.upstream.complete(call)
-    if exchange.first_byte is None:
-        exchange.first_byte = pipeline.clock()
-    usage = upstream_usage(data, planned)
-    exchange.reasoning_tokens += reasoning_tokens(usage)
-    cost = reported_cost(usage)
-    if cost is not None:
-        exchange.upstream_cost = (exchange.upstream_cost or 0.0) + cost
+def _read(planned: Plan, data: Any, turns: SearchTurns, exchange: Exchange) -> dict[str, Any]:
+    """One turn's whole answer, translated, its citations mapped and its usage counted."""
+    turn_usage(exchange, upstream_usage(data, planned))
     message = reply_message(data, planned)
     web_search.cited(message, web_search.url_citations(data))
     for item in web_search.upstream_calls(data):  # the upstream's own, before its answer
