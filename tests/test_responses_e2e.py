@@ -44,7 +44,7 @@ from responses_upstream import (
     stream,
     usage,
 )
-from upstream import FakeUpstream, JSONReply, SSEReply, error_body
+from upstream import FakeUpstream, JSONReply, RawReply, SSEReply, error_body
 
 from claude_bridge.proxy.app import create_app
 from claude_bridge.proxy.core.checker import check_stream
@@ -476,3 +476,15 @@ def test_what_the_dialect_cannot_carry_is_a_400_before_the_upstream(
         )
     assert words in str(caught.value.api_message)
     assert upstream.requests == []
+
+
+def test_an_error_body_is_read_whatever_its_content_type(
+    sdk: anthropic.Anthropic, upstream: FakeUpstream
+) -> None:
+    """DeepSeek's Responses route answers its 400s as `application/octet-stream`."""
+    body = error_body("Invalid 'input[2]': unknown item type.", code="invalid_value")
+    upstream.reply(RawReply(json.dumps(body), 400, "application/octet-stream"))
+    with pytest.raises(anthropic.BadRequestError) as caught:
+        sdk.messages.create(model=MODEL, max_tokens=64, messages=HI)
+    assert caught.value.type == "invalid_request_error"
+    assert "unknown item type" in str(caught.value.api_message)
