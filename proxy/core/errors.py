@@ -209,8 +209,8 @@ def key_refused(status: int, message: str, host: str = "") -> UpstreamError:
     who = f"upstream {host}" if host else "the upstream"
     return UpstreamError(
         f"{who} refused the API key claude-bridge sends it (HTTP {status}: {message}); check "
-        "OPENAI_API_KEY, or the upstream's api_key_env (the client's own key is never "
-        "forwarded)",
+        "OPENAI_API_KEY, or the upstream's api_key_env / api_keys_env (the client's own key "
+        "is never forwarded)",
         status=502,
         type="api_error",
         headers={"x-should-retry": "false"},

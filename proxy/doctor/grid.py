@@ -2,10 +2,10 @@
 upstream, case by case (`cases.py`).
 
 The proxy runs in a thread of this process (`background.background_proxy`) with the scripted
-upstream as its transport, so every request takes the proxy's real path: translation, relay,
-errors. Claude Code gets the environment `claude-bridge code` gives it (`launch.claude_env`) on
-a fresh home, and runs non-interactively (`-p`, `--output-format stream-json --verbose`), two
-cases at a time.
+upstream as its transport and a SearXNG-shaped search backend on loopback (`searxng.py`), so
+every request takes the proxy's real path: translation, relay, errors, searches. Claude Code
+gets the environment `claude-bridge code` gives it (`launch.claude_env`) on a fresh home, and
+runs non-interactively (`-p`, `--output-format stream-json --verbose`), two cases at a time.
 """
 
 from __future__ import annotations
