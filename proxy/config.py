@@ -310,7 +310,7 @@ class Settings(BaseModel):
     provider: str | None = Field(
         None,
         description="Upstream's rules profile (openai, openrouter, deepseek, gemini, azure, ...; "
-        "with `mode = \"anthropic\"`: deepseek, kimi, zai, minimax, openrouter, vllm, "
+        'with `mode = "anthropic"`: deepseek, kimi, zai, minimax, openrouter, vllm, '
         "llamacpp, ollama, strict); unset: detected from the base URL.",
     )
     azure_api_version: str | None = Field(
@@ -477,7 +477,7 @@ class Settings(BaseModel):
 
     models: dict[str, ModelLimits] = Field(
         default_factory=dict,
-        description="By upstream model (globs as in `routes`): `[models.\"qwen3-coder\"]` with "
+        description='By upstream model (globs as in `routes`): `[models."qwen3-coder"]` with '
         "`context_window` and `max_output_tokens` (also on a route). Used to lower `max_tokens`, "
         "in `prompt is too long` errors and by `code` to tell Claude Code when to compact; "
         "unset: the genai-prices table's window, if it knows the model.",
@@ -485,13 +485,13 @@ class Settings(BaseModel):
     web_search: WebSearchSettings | None = Field(
         None,
         description="Who runs Anthropic's `web_search` tool for translated upstreams: "
-        '`[web_search]` with `backend` (`searxng` + `url`, `brave`, `tavily`, `exa` + '
+        "`[web_search]` with `backend` (`searxng` + `url`, `brave`, `tavily`, `exa` + "
         "`api_key_env`, or `upstream`: the provider's own search), `max_results`, `timeout`. "
         "Unset: such requests are told what to configure.",
     )
     drop_fields: list[str] = Field(
         default_factory=list,
-        description="Pass-through (`mode = \"anthropic\"`): body fields never sent upstream, "
+        description='Pass-through (`mode = "anthropic"`): body fields never sent upstream, '
         "on top of the provider profile's: `context_management`, `output_config.effort`, "
         "`tools[].defer_loading` (comma-separated in the environment); an upstream's own "
         "`drop_fields` replaces this list.",

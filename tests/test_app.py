@@ -41,4 +41,3 @@ def test_an_internal_error_is_an_anthropic_500_and_ends_the_exchange(
     assert body["error"] == {"type": "api_error", "message": "internal proxy error"}
     assert "a bug" not in response.text and "Traceback" not in response.text
     assert seen[-1] == ("finish", 500)
-

@@ -29,7 +29,12 @@ def _env(home: Path, **extra: str) -> dict[str, str]:
 
 def _run(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        args, env=env, capture_output=True, text=True, timeout=60, check=False,
+        args,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
         stdin=subprocess.DEVNULL,
     )
 

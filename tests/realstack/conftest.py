@@ -79,19 +79,50 @@ def _base_env(home: Path) -> dict[str, str]:
     }
 
 
-def _llama_server(artefacts: build.Artefacts, workdir: Path, *, name: str, model: Path,
-                  template: Path, context: int, label: str = "") -> Iterator[Process]:
+def _llama_server(
+    artefacts: build.Artefacts,
+    workdir: Path,
+    *,
+    name: str,
+    model: Path,
+    template: Path,
+    context: int,
+    label: str = "",
+) -> Iterator[Process]:
     label = label or name
     port = free_port()
     home = workdir / f"home-{label}"
     home.mkdir()
     argv: list[str | Path] = [
-        artefacts.llama_server, "-m", model, "-a", name, "--host", LOOPBACK, "--port", str(port),
-        "-c", str(context), "-t", "2", "-np", "1", "--offline", "--no-webui",
-        "--jinja", "--chat-template-file", template,
+        artefacts.llama_server,
+        "-m",
+        model,
+        "-a",
+        name,
+        "--host",
+        LOOPBACK,
+        "--port",
+        str(port),
+        "-c",
+        str(context),
+        "-t",
+        "2",
+        "-np",
+        "1",
+        "--offline",
+        "--no-webui",
+        "--jinja",
+        "--chat-template-file",
+        template,
     ]
-    process = Process(f"llama-server ({label})", argv, url=f"http://{LOOPBACK}:{port}",
-                      log=workdir / f"llama-{label}.log", env=_base_env(home), cwd=home)
+    process = Process(
+        f"llama-server ({label})",
+        argv,
+        url=f"http://{LOOPBACK}:{port}",
+        log=workdir / f"llama-{label}.log",
+        env=_base_env(home),
+        cwd=home,
+    )
     try:
         process.wait_ready("/health", SERVER_START_TIMEOUT)
         yield process
@@ -101,22 +132,40 @@ def _llama_server(artefacts: build.Artefacts, workdir: Path, *, name: str, model
 
 @pytest.fixture(scope="session")
 def scripted_llama(artefacts: build.Artefacts, workdir: Path) -> Iterator[Process]:
-    yield from _llama_server(artefacts, workdir, name=SCRIPTED, model=artefacts.scripted_model,
-                             template=artefacts.scripted_template, context=65536)
+    yield from _llama_server(
+        artefacts,
+        workdir,
+        name=SCRIPTED,
+        model=artefacts.scripted_model,
+        template=artefacts.scripted_template,
+        context=65536,
+    )
 
 
 @pytest.fixture(scope="session")
 def small_llama(artefacts: build.Artefacts, workdir: Path) -> Iterator[Process]:
     """The scripted model with a context too small for Claude Code's prompt."""
-    yield from _llama_server(artefacts, workdir, name=SCRIPTED, model=artefacts.scripted_model,
-                             template=artefacts.scripted_template, context=SMALL_CONTEXT,
-                             label="scripted-small")
+    yield from _llama_server(
+        artefacts,
+        workdir,
+        name=SCRIPTED,
+        model=artefacts.scripted_model,
+        template=artefacts.scripted_template,
+        context=SMALL_CONTEXT,
+        label="scripted-small",
+    )
 
 
 @pytest.fixture(scope="session")
 def gemma_llama(artefacts: build.Artefacts, workdir: Path) -> Iterator[Process]:
-    yield from _llama_server(artefacts, workdir, name=GEMMA, model=artefacts.gemma_model,
-                             template=artefacts.gemma_template, context=8192)
+    yield from _llama_server(
+        artefacts,
+        workdir,
+        name=GEMMA,
+        model=artefacts.gemma_model,
+        template=artefacts.gemma_template,
+        context=8192,
+    )
 
 
 @dataclass
@@ -144,8 +193,9 @@ def provider(request: pytest.FixtureRequest) -> str:
     return name
 
 
-def _bridge(workdir: Path, llama: Process, name: str, provider: str,
-            label: str = "") -> Iterator[Bridge]:
+def _bridge(
+    workdir: Path, llama: Process, name: str, provider: str, label: str = ""
+) -> Iterator[Bridge]:
     label = f"{label or name}-{provider}"
     upstream = llama.url
     back = Recorder(upstream)
@@ -173,10 +223,22 @@ def _bridge(workdir: Path, llama: Process, name: str, provider: str,
     }
     command = Path(sys.executable).parent / "claude-bridge"
     argv: list[str | Path] = [
-        command, "serve", "--host", LOOPBACK, "--port", str(port), "--no-dashboard",
+        command,
+        "serve",
+        "--host",
+        LOOPBACK,
+        "--port",
+        str(port),
+        "--no-dashboard",
     ]
-    process = Process(f"claude-bridge ({label})", argv, url=f"http://{LOOPBACK}:{port}",
-                      log=workdir / f"bridge-{label}.log", env=env, cwd=home)
+    process = Process(
+        f"claude-bridge ({label})",
+        argv,
+        url=f"http://{LOOPBACK}:{port}",
+        log=workdir / f"bridge-{label}.log",
+        env=env,
+        cwd=home,
+    )
     front: Recorder | None = None
     try:
         process.wait_ready("/", SERVER_START_TIMEOUT)
@@ -276,8 +338,14 @@ class Claude:
         argv = [str(self.binary), *args]
         try:
             result = subprocess.run(
-                argv, cwd=self.workspace, env=self.env(), stdin=subprocess.DEVNULL,
-                capture_output=True, text=True, timeout=timeout, check=False,
+                argv,
+                cwd=self.workspace,
+                env=self.env(),
+                stdin=subprocess.DEVNULL,
+                capture_output=True,
+                text=True,
+                timeout=timeout,
+                check=False,
             )
         except subprocess.TimeoutExpired as exc:
             out = exc.stdout.decode(errors="replace") if isinstance(exc.stdout, bytes) else ""
@@ -286,8 +354,14 @@ class Claude:
                 f"{self.bridge.logs()}",
                 pytrace=False,
             )
-        return ClaudeRun(argv, result.returncode, result.stdout, result.stderr,
-                         self.bridge.front.since(front), self.bridge.back.since(back))
+        return ClaudeRun(
+            argv,
+            result.returncode,
+            result.stdout,
+            result.stderr,
+            self.bridge.front.since(front),
+            self.bridge.back.since(back),
+        )
 
 
 @pytest.fixture
@@ -296,8 +370,9 @@ def claude(artefacts: build.Artefacts, scripted_bridge: Bridge, tmp_path: Path) 
 
 
 @pytest.fixture(scope="module")
-def claude_module(artefacts: build.Artefacts, scripted_bridge: Bridge,
-                  tmp_path_factory: pytest.TempPathFactory) -> Claude:
+def claude_module(
+    artefacts: build.Artefacts, scripted_bridge: Bridge, tmp_path_factory: pytest.TempPathFactory
+) -> Claude:
     """One home and workspace shared by a module's runs (for --continue)."""
     base = tmp_path_factory.mktemp("claude")
     return Claude(artefacts.claude, scripted_bridge, base / "home", base / "workspace")

@@ -177,8 +177,10 @@ def merges_from_ranks(tokens: list[bytes]) -> list[tuple[bytes, bytes]]:
             best: tuple[int, int] | None = None
             for i in range(len(parts) - 1):
                 pair_rank = rank_of.get(parts[i] + parts[i + 1])
-                if pair_rank is not None and pair_rank < rank and (
-                    best is None or pair_rank < best[0]
+                if (
+                    pair_rank is not None
+                    and pair_rank < rank
+                    and (best is None or pair_rank < best[0])
                 ):
                     best = (pair_rank, i)
             if best is None:

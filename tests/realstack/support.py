@@ -43,16 +43,28 @@ def tail(path: Path, lines: int = 40) -> str:
 class Process:
     """A server subprocess with its output in a log file; started ready or not at all."""
 
-    def __init__(self, name: str, argv: Sequence[str | Path], *, url: str, log: Path,
-                 env: dict[str, str], cwd: Path) -> None:
+    def __init__(
+        self,
+        name: str,
+        argv: Sequence[str | Path],
+        *,
+        url: str,
+        log: Path,
+        env: dict[str, str],
+        cwd: Path,
+    ) -> None:
         self.name = name
         self.url = url
         self.argv = [str(arg) for arg in argv]
         self.log = log
         with log.open("wb") as out:
             self.proc = subprocess.Popen(
-                self.argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-                env=env, cwd=cwd,
+                self.argv,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                env=env,
+                cwd=cwd,
             )
 
     def wait_ready(self, path: str, timeout: float) -> None:
@@ -115,8 +127,17 @@ class Exchange:
 
 
 _HOP_BY_HOP = {
-    "connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailer",
-    "transfer-encoding", "upgrade", "host", "content-length", "accept-encoding",
+    "connection",
+    "keep-alive",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+    "host",
+    "content-length",
+    "accept-encoding",
 }
 
 

@@ -83,8 +83,14 @@ def test_text_answer(claude: Claude) -> None:
 @pytest.fixture(scope="module")
 def tool_loop(claude_module: Claude) -> ClaudeRun:
     return claude_module.run(
-        "-p", f"Run the marker command ({TOOL_TRIGGER}).",
-        "--output-format", "stream-json", "--verbose", *ALLOW_ECHO, "--max-turns", "4",
+        "-p",
+        f"Run the marker command ({TOOL_TRIGGER}).",
+        "--output-format",
+        "stream-json",
+        "--verbose",
+        *ALLOW_ECHO,
+        "--max-turns",
+        "4",
     )
 
 
@@ -120,18 +126,23 @@ def test_tool_result_goes_back_in_the_second_request(tool_loop: ClaudeRun) -> No
     """Anthropic side: the tool_use claude-bridge streamed comes back with its tool_result."""
     calls = tool_loop.messages_calls()
     first = next(
-        (e for e in calls if any(
-            ev.event == "content_block_start" and ev.data["content_block"]["type"] == "tool_use"
-            for ev in parse_sse(e.response_body)
-        )),
+        (
+            e
+            for e in calls
+            if any(
+                ev.event == "content_block_start" and ev.data["content_block"]["type"] == "tool_use"
+                for ev in parse_sse(e.response_body)
+            )
+        ),
         None,
     )
     assert first is not None, f"no streamed tool_use\n{tool_loop.report()}"
     start = next(
-        ev.data["content_block"] for ev in parse_sse(first.response_body)
+        ev.data["content_block"]
+        for ev in parse_sse(first.response_body)
         if ev.event == "content_block_start" and ev.data["content_block"]["type"] == "tool_use"
     )
-    later = calls[calls.index(first) + 1:]
+    later = calls[calls.index(first) + 1 :]
     assert later, f"no request after the tool call\n{tool_loop.report()}"
     messages = later[0].request_json()["messages"]
     assert [b["id"] for b in tool_uses(messages[-2])] == [start["id"]], messages[-2:]
@@ -156,7 +167,8 @@ def test_tool_result_reaches_the_upstream(claude_module: Claude, tool_loop: Clau
         assert any(tool_results(m) for m in upstream_messages), tool_loop.report()
         return
     with_tool = [
-        e for e in tool_loop.upstream
+        e
+        for e in tool_loop.upstream
         if any(m.get("role") == "tool" for m in e.request_json().get("messages", []))
     ]
     assert with_tool, "no upstream request carried a tool message\n" + "\n".join(
@@ -165,7 +177,7 @@ def test_tool_result_reaches_the_upstream(claude_module: Claude, tool_loop: Clau
     messages = with_tool[0].request_json()["messages"]
     index = next(i for i, m in enumerate(messages) if m.get("role") == "tool")
     assistant, tool = messages[index - 1], messages[index]
-    assert assistant["role"] == "assistant", messages[index - 1:index + 1]
+    assert assistant["role"] == "assistant", messages[index - 1 : index + 1]
     (call,) = assistant["tool_calls"]
     assert call["function"]["name"] == "Bash"
     assert json.loads(call["function"]["arguments"])["command"] == TOOL_COMMAND
@@ -179,8 +191,14 @@ def test_tool_result_reaches_the_upstream(claude_module: Claude, tool_loop: Clau
 def test_continue_with_that_history(claude_module: Claude, tool_loop: ClaudeRun) -> None:
     assert tool_loop.returncode == 0, "the tool loop it continues failed"
     run = claude_module.run(
-        "--continue", "-p", f"Again, please ({TOOL_TRIGGER}).", "--output-format", "json",
-        *ALLOW_ECHO, "--max-turns", "4",
+        "--continue",
+        "-p",
+        f"Again, please ({TOOL_TRIGGER}).",
+        "--output-format",
+        "json",
+        *ALLOW_ECHO,
+        "--max-turns",
+        "4",
     )
     assert_succeeded(run)
     assert_streams_clean(run)
@@ -203,8 +221,9 @@ def test_context_counts_tokens(claude: Claude) -> None:
     assert "error" not in run.result().get("subtype", ""), run.report()
 
 
-def test_prompt_too_long_is_understood(artefacts: build.Artefacts, small_bridge: Bridge,
-                                       tmp_path: Path) -> None:
+def test_prompt_too_long_is_understood(
+    artefacts: build.Artefacts, small_bridge: Bridge, tmp_path: Path
+) -> None:
     """llama-server's own context-overflow error, through claude-bridge, is the error Claude
     Code acts on ("prompt is too long"), reported once - not retried, not a generic failure."""
     claude = Claude(artefacts.claude, small_bridge, tmp_path / "home", tmp_path / "workspace")

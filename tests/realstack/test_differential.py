@@ -46,52 +46,81 @@ class Case:
 
 
 CASES = [
-    Case("text", GEMMA, {
-        "max_tokens": 16,
-        "extra_body": {"temperature": 0},
-        "messages": [{"role": "user", "content": "The capital of France is"}],
-    }),
-    Case("system-and-blocks", GEMMA, {
-        "max_tokens": 12,
-        "extra_body": {"temperature": 0},
-        "system": [{"type": "text", "text": "You answer in one short sentence."}],
-        "messages": [
-            {"role": "user", "content": [{"type": "text", "text": "Name a colour."}]},
-            {"role": "assistant", "content": "Blue."},
-            {"role": "user", "content": "Another one."},
-        ],
-    }),
-    Case("plain-text-scripted", SCRIPTED, {
-        "max_tokens": 64,
-        "messages": [{"role": "user", "content": "Say hello."}],
-    }),
-    Case("tool-call", SCRIPTED, {
-        "max_tokens": 256,
-        "tools": [BASH_TOOL],
-        "messages": [{"role": "user", "content": f"Run the marker command ({TOOL_TRIGGER})."}],
-    }),
-    Case("tool-result", SCRIPTED, {
-        "max_tokens": 64,
-        "tools": [BASH_TOOL],
-        "messages": [
-            {"role": "user", "content": f"Run the marker command ({TOOL_TRIGGER})."},
-            {"role": "assistant", "content": [
-                {"type": "tool_use", "id": TOOL_USE_ID, "name": "Bash",
-                 "input": {"command": TOOL_COMMAND}},
-            ]},
-            {"role": "user", "content": [
-                {"type": "tool_result", "tool_use_id": TOOL_USE_ID, "content": TOOL_MARKER},
-            ]},
-        ],
-    }),
+    Case(
+        "text",
+        GEMMA,
+        {
+            "max_tokens": 16,
+            "extra_body": {"temperature": 0},
+            "messages": [{"role": "user", "content": "The capital of France is"}],
+        },
+    ),
+    Case(
+        "system-and-blocks",
+        GEMMA,
+        {
+            "max_tokens": 12,
+            "extra_body": {"temperature": 0},
+            "system": [{"type": "text", "text": "You answer in one short sentence."}],
+            "messages": [
+                {"role": "user", "content": [{"type": "text", "text": "Name a colour."}]},
+                {"role": "assistant", "content": "Blue."},
+                {"role": "user", "content": "Another one."},
+            ],
+        },
+    ),
+    Case(
+        "plain-text-scripted",
+        SCRIPTED,
+        {
+            "max_tokens": 64,
+            "messages": [{"role": "user", "content": "Say hello."}],
+        },
+    ),
+    Case(
+        "tool-call",
+        SCRIPTED,
+        {
+            "max_tokens": 256,
+            "tools": [BASH_TOOL],
+            "messages": [{"role": "user", "content": f"Run the marker command ({TOOL_TRIGGER})."}],
+        },
+    ),
+    Case(
+        "tool-result",
+        SCRIPTED,
+        {
+            "max_tokens": 64,
+            "tools": [BASH_TOOL],
+            "messages": [
+                {"role": "user", "content": f"Run the marker command ({TOOL_TRIGGER})."},
+                {
+                    "role": "assistant",
+                    "content": [
+                        {
+                            "type": "tool_use",
+                            "id": TOOL_USE_ID,
+                            "name": "Bash",
+                            "input": {"command": TOOL_COMMAND},
+                        },
+                    ],
+                },
+                {
+                    "role": "user",
+                    "content": [
+                        {"type": "tool_result", "tool_use_id": TOOL_USE_ID, "content": TOOL_MARKER},
+                    ],
+                },
+            ],
+        },
+    ),
 ]
 
 
 def shape(message: anthropic.types.Message) -> dict[str, Any]:
     """What must agree between the two paths (whitespace-only text blocks aside)."""
     blocks = [
-        block for block in message.content
-        if not (block.type == "text" and not block.text.strip())
+        block for block in message.content if not (block.type == "text" and not block.text.strip())
     ]
     return {
         "type": message.type,
@@ -109,8 +138,9 @@ def sdk(gemma_bridge: Bridge, scripted_bridge: Bridge) -> Iterator[Clients]:
     clients: Clients = {}
     for model, bridge in ((GEMMA, gemma_bridge), (SCRIPTED, scripted_bridge)):
         clients[model] = {
-            path: anthropic.Anthropic(base_url=url, api_key="sk-ant-realstack", max_retries=0,
-                                      timeout=180)
+            path: anthropic.Anthropic(
+                base_url=url, api_key="sk-ant-realstack", max_retries=0, timeout=180
+            )
             for path, url in (("claude-bridge", bridge.url), ("llama-server", bridge.upstream))
         }
     yield clients

@@ -26,13 +26,19 @@ def sse(*events: tuple[str | None, dict[str, Any]]) -> bytes:
 
 
 START = ("message_start", {"type": "message_start", "message": {"id": "msg_1", "content": []}})
-BLOCK = ("content_block_start", {"type": "content_block_start", "index": 0,
-                                 "content_block": {"type": "text", "text": ""}})
-DELTA = ("content_block_delta", {"type": "content_block_delta", "index": 0,
-                                 "delta": {"type": "text_delta", "text": "hi"}})
+BLOCK = (
+    "content_block_start",
+    {"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}},
+)
+DELTA = (
+    "content_block_delta",
+    {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": "hi"}},
+)
 STOP_BLOCK = ("content_block_stop", {"type": "content_block_stop", "index": 0})
-MESSAGE_DELTA = ("message_delta", {"type": "message_delta", "delta": {"stop_reason": "end_turn"},
-                                   "usage": {"output_tokens": 1}})
+MESSAGE_DELTA = (
+    "message_delta",
+    {"type": "message_delta", "delta": {"stop_reason": "end_turn"}, "usage": {"output_tokens": 1}},
+)
 STOP = ("message_stop", {"type": "message_stop"})
 GOOD = (START, BLOCK, DELTA, STOP_BLOCK, MESSAGE_DELTA, STOP)
 
@@ -46,8 +52,10 @@ def test_a_good_stream_has_no_problems() -> None:
     [
         ((START, BLOCK, DELTA, MESSAGE_DELTA, STOP), "never stopped"),
         ((BLOCK, DELTA, STOP_BLOCK, MESSAGE_DELTA, STOP), "message_start"),
-        ((*GOOD[:-1], ("error", {"type": "error", "error": {"type": "overloaded_error"}})),
-         "error event"),
+        (
+            (*GOOD[:-1], ("error", {"type": "error", "error": {"type": "overloaded_error"}})),
+            "error event",
+        ),
         ((START, BLOCK, DELTA, STOP_BLOCK, STOP), "message_delta"),
     ],
 )
@@ -85,14 +93,18 @@ def test_recorder_forwards_a_stream_and_records_it() -> None:
     recorder = Recorder(f"http://{LOOPBACK}:{upstream.server_address[1]}")
     try:
         request = urllib.request.Request(
-            f"{recorder.url}/v1/chat/completions?x=1", data=b'{"a": 1}', method="POST",
+            f"{recorder.url}/v1/chat/completions?x=1",
+            data=b'{"a": 1}',
+            method="POST",
             headers={"content-type": "application/json"},
         )
         with urllib.request.urlopen(request, timeout=10) as response:
             assert response.read() == b"".join(chunks)
         (exchange,) = recorder.since(0)
         assert (exchange.method, exchange.path, exchange.status) == (
-            "POST", "/v1/chat/completions?x=1", 200,
+            "POST",
+            "/v1/chat/completions?x=1",
+            200,
         )
         assert exchange.request_json() == {"a": 1}
         assert exchange.response_body == b"".join(chunks)
