@@ -9,7 +9,7 @@ on loopback, and the official `anthropic` SDK pointed at the bridge.
   `openai_base_url=...`) and optionally its own HTTP `limits=`, stopped at the end of the test.
 * `client`: `anthropic.Anthropic` for `bridge`, no retries; `http`: plain `httpx.Client` on it.
 * `make_client(bridge)`, `make_async_client(bridge)`, `make_http(bridge)`: the same for any
-  bridge (import them from conftest).
+  bridge (import them from conftest); `serving(url, **overrides)` for a module's own bridge.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ import anthropic
 import httpx
 import pytest
 import uvicorn
+from anthropic.types import ToolParam
 from upstream import FakeUpstream
 
 from claude_bridge.proxy.app import create_app
@@ -35,6 +36,16 @@ UPSTREAM_KEY = "sk-upstream-TESTKEY-1234567890"
 CLIENT_KEY = "sk-ant-client-key"
 BIG_MODEL = "big-model"
 SMALL_MODEL = "small-model"
+WEATHER_TOOL: ToolParam = {
+    "name": "get_weather",
+    "description": "Current weather in a city",
+    "input_schema": {
+        "type": "object",
+        "properties": {"city": {"type": "string"}},
+        "required": ["city"],
+    },
+}
+"""A client tool for the tests that need one."""
 # For Starlette's TestClient: its default `Host: testserver` gets 403 (proxy/guard.py).
 IN_PROCESS_URL = "http://127.0.0.1"
 # Generous bounds that only matter when something hangs: a test fails instead of blocking.
@@ -152,11 +163,17 @@ def second_upstream(second_upstream_server: FakeUpstream) -> Iterator[FakeUpstre
     yield from _between_resets(second_upstream_server)
 
 
-@pytest.fixture(scope="session")
-def session_bridge(upstream_server: FakeUpstream) -> Iterator[Bridge]:
-    bridge = start_bridge(bridge_settings(upstream_server.base_url))
+def serving(upstream_url: str, **overrides: Any) -> Iterator[Bridge]:
+    """A bridge on `upstream_url` with settings `overrides`, stopped when resumed: the body of
+    a module's own bridge fixture (`yield from serving(upstream_server.base_url, mode=...)`)."""
+    bridge = start_bridge(bridge_settings(upstream_url, **overrides))
     yield bridge
     bridge.stop()
+
+
+@pytest.fixture(scope="session")
+def session_bridge(upstream_server: FakeUpstream) -> Iterator[Bridge]:
+    yield from serving(upstream_server.base_url)
 
 
 @pytest.fixture

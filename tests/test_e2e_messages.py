@@ -19,7 +19,15 @@ from anthropic.types import (
     ToolParam,
     ToolUseBlock,
 )
-from conftest import BIG_MODEL, CLIENT_KEY, SMALL_MODEL, UPSTREAM_KEY, Bridge, make_client
+from conftest import (
+    BIG_MODEL,
+    CLIENT_KEY,
+    SMALL_MODEL,
+    UPSTREAM_KEY,
+    WEATHER_TOOL,
+    Bridge,
+    make_client,
+)
 from upstream import (
     FakeUpstream,
     Hangup,
@@ -39,15 +47,6 @@ HI: list[MessageParam] = [{"role": "user", "content": "Hi"}]
 PNG = (  # a 1x1 PNG
     "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg=="
 )
-WEATHER_TOOL: ToolParam = {
-    "name": "get_weather",
-    "description": "Current weather in a city",
-    "input_schema": {
-        "type": "object",
-        "properties": {"city": {"type": "string"}},
-        "required": ["city"],
-    },
-}
 TIME_TOOL: ToolParam = {
     "name": "get_time",
     "description": "Local time in a timezone",

@@ -47,6 +47,7 @@ from upstream import (
     completion,
     error_body,
     openai_usage,
+    rate_limited,
     text_stream,
     user_text,
 )
@@ -445,11 +446,7 @@ def test_upstream_silence_beyond_read_timeout(
     ("reply", "exc_class", "status", "error_type"),
     [
         pytest.param(
-            JSONReply(
-                error_body("Rate limit reached", "requests", "rate_limit_exceeded"),
-                status=429,
-                headers={"retry-after": "3"},
-            ),
+            rate_limited("3", type="requests", code="rate_limit_exceeded"),
             anthropic.RateLimitError,
             429,
             "rate_limit_error",

@@ -29,6 +29,7 @@ from upstream import (
     chunk,
     completion,
     error_body,
+    rate_limited,
     text_stream,
 )
 
@@ -252,11 +253,6 @@ def make_chain(
     for chain in started:
         chain.client.close()
         chain.bridge.stop()
-
-
-def rate_limited(retry_after: str | None = None) -> JSONReply:
-    headers = {"retry-after": retry_after} if retry_after else {}
-    return JSONReply(error_body("Rate limit reached", "rate_limit_error"), 429, headers)
 
 
 def test_429_with_retry_after_moves_to_the_next_target_json_and_stream(

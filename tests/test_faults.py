@@ -41,6 +41,7 @@ from conftest import (
     bridge_settings,
     make_client,
     make_http,
+    serving,
     start_bridge,
 )
 from upstream import (
@@ -79,19 +80,12 @@ Event = tuple[str, dict[str, Any]]
 
 @pytest.fixture(scope="module")
 def fast_bridge(upstream_server: FakeUpstream) -> Iterator[Bridge]:
-    bridge = start_bridge(bridge_settings(upstream_server.base_url, **FAST))
-    yield bridge
-    bridge.stop()
+    yield from serving(upstream_server.base_url, **FAST)
 
 
 @pytest.fixture(scope="module")
 def retrying_bridge(upstream_server: FakeUpstream) -> Iterator[Bridge]:
-    settings = bridge_settings(
-        upstream_server.base_url, **{**FAST, "retries": 2, "retry_backoff": 0.05}
-    )
-    bridge = start_bridge(settings)
-    yield bridge
-    bridge.stop()
+    yield from serving(upstream_server.base_url, **{**FAST, "retries": 2, "retry_backoff": 0.05})
 
 
 @pytest.fixture
@@ -266,12 +260,9 @@ def unreachable() -> Iterator[int]:
 @pytest.fixture(scope="module")
 def unreachable_bridge(unreachable: int) -> Iterator[Bridge]:
     # Retries on: a connect timeout already waited the whole connect_timeout, it is not retried.
-    settings = bridge_settings(
+    yield from serving(
         f"http://127.0.0.1:{unreachable}/v1", **{**FAST, "retries": 2, "retry_backoff": 0.01}
     )
-    bridge = start_bridge(settings)
-    yield bridge
-    bridge.stop()
 
 
 @pytest.mark.parametrize("stream", [False, True], ids=["plain", "stream"])

@@ -24,7 +24,7 @@ from typing import Any, cast
 
 import httpx
 import pytest
-from conftest import Bridge, bridge_settings, make_http, start_bridge
+from conftest import Bridge, bridge_settings, make_http, serving
 from shapes import content_blocks
 from test_faults import (  # the fault tests' checks: the same contract
     assert_error,
@@ -61,9 +61,7 @@ DEEP = 100_000
 
 @pytest.fixture(scope="module")
 def passthrough_bridge(upstream_server: FakeUpstream) -> Iterator[Bridge]:
-    bridge = start_bridge(bridge_settings(upstream_server.base_url, mode="anthropic"))
-    yield bridge
-    bridge.stop()
+    yield from serving(upstream_server.base_url, mode="anthropic")
 
 
 @pytest.fixture

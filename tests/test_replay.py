@@ -45,6 +45,7 @@ from upstream import (
     completion,
     error_body,
     openai_usage,
+    rate_limited,
     text_stream,
     tool_call,
 )
@@ -177,11 +178,7 @@ STEPS: list[Step] = [
         ),
     ),
     (
-        JSONReply(
-            error_body("Rate limit reached", "rate_limit_error", "rate_limit_exceeded"),
-            status=429,
-            headers={"retry-after": "3"},
-        ),
+        rate_limited("3", code="rate_limit_exceeded"),
         lambda c: _message(c, model=HAIKU, messages=HI),
     ),
     (None, lambda c: _message(c, messages=[{"role": "user", "content": [{"type": "bogus"}]}])),

@@ -22,15 +22,16 @@ from anthropic.types import (
     TextBlock,
     ThinkingBlock,
     ThinkingConfigParam,
-    ToolParam,
     ToolUseBlock,
 )
 from conftest import (
     BIG_MODEL,
+    WEATHER_TOOL,
     Bridge,
     bridge_settings,
     make_client,
     make_http,
+    serving,
     start_bridge,
 )
 from responses_upstream import (
@@ -44,7 +45,7 @@ from responses_upstream import (
     stream,
     usage,
 )
-from upstream import FakeUpstream, JSONReply, RawReply, SSEReply, error_body
+from upstream import FakeUpstream, JSONReply, RawReply, SSEReply, error_body, rate_limited
 
 from claude_bridge.proxy.app import create_app
 from claude_bridge.proxy.core.checker import check_stream
@@ -55,15 +56,6 @@ from claude_bridge.proxy.replay import ReplayTransport, diff_record
 
 MODEL = "claude-sonnet-4-6"
 HI: list[MessageParam] = [{"role": "user", "content": "Hi"}]
-WEATHER: ToolParam = {
-    "name": "get_weather",
-    "description": "Current weather in a city",
-    "input_schema": {
-        "type": "object",
-        "properties": {"city": {"type": "string"}},
-        "required": ["city"],
-    },
-}
 PERSON = {
     "type": "object",
     "properties": {"name": {"type": "string"}, "nickname": {"type": "string"}},
@@ -76,9 +68,7 @@ THINKING: ThinkingConfigParam = {"type": "enabled", "budget_tokens": 2048}
 
 @pytest.fixture(scope="module")
 def responses_bridge(upstream_server: FakeUpstream) -> Iterator[Bridge]:
-    bridge = start_bridge(bridge_settings(upstream_server.base_url, mode="responses"))
-    yield bridge
-    bridge.stop()
+    yield from serving(upstream_server.base_url, mode="responses")
 
 
 @pytest.fixture
@@ -141,7 +131,9 @@ def test_parallel_tool_calls_and_their_results(
         call_item("call_p2", "get_weather", {"city": "Oslo"}),
     ]
     upstream.reply(SSEReply(stream(calls)))
-    with sdk.messages.stream(model=MODEL, max_tokens=256, messages=HI, tools=[WEATHER]) as events:
+    with sdk.messages.stream(
+        model=MODEL, max_tokens=256, messages=HI, tools=[WEATHER_TOOL]
+    ) as events:
         final = events.get_final_message()
     uses = [b for b in final.content if isinstance(b, ToolUseBlock)]
     assert [(u.name, u.input) for u in uses] == [
@@ -153,7 +145,7 @@ def test_parallel_tool_calls_and_their_results(
     assert upstream.last.json.get("parallel_tool_calls") is not False
 
     upstream.reply(JSONReply(response(calls)))
-    again = sdk.messages.create(model=MODEL, max_tokens=256, messages=HI, tools=[WEATHER])
+    again = sdk.messages.create(model=MODEL, max_tokens=256, messages=HI, tools=[WEATHER_TOOL])
     assert [b.id for b in again.content if isinstance(b, ToolUseBlock)] == [u.id for u in uses]
 
     upstream.reply(JSONReply(response([message_item("Sunny in Paris, snow in Oslo.")])))
@@ -167,7 +159,7 @@ def test_parallel_tool_calls_and_their_results(
     done = sdk.messages.create(
         model=MODEL,
         max_tokens=256,
-        tools=[WEATHER],
+        tools=[WEATHER_TOOL],
         tool_choice={"type": "auto", "disable_parallel_tool_use": True},
         messages=[*HI, {"role": "assistant", "content": final.content}, results],
     )
@@ -192,7 +184,7 @@ def test_thinking_is_carried_across_two_turns(
     ]
     upstream.reply(SSEReply(stream(turn, used=usage(50, 30, reasoning=20))))
     with sdk.messages.stream(
-        model=MODEL, max_tokens=4096, messages=HI, tools=[WEATHER], thinking=THINKING
+        model=MODEL, max_tokens=4096, messages=HI, tools=[WEATHER_TOOL], thinking=THINKING
     ) as events:
         first = events.get_final_message()
     sent = upstream.last.json
@@ -209,7 +201,7 @@ def test_thinking_is_carried_across_two_turns(
     sdk.messages.create(
         model=MODEL,
         max_tokens=4096,
-        tools=[WEATHER],
+        tools=[WEATHER_TOOL],
         thinking=THINKING,
         messages=[
             *HI,
@@ -264,11 +256,7 @@ def test_incomplete_is_max_tokens(
     ("reply", "exc_class", "status"),
     [
         (
-            JSONReply(
-                error_body("Rate limit reached", "requests", "rate_limit_exceeded"),
-                status=429,
-                headers={"retry-after": "3"},
-            ),
+            rate_limited("3", type="requests", code="rate_limit_exceeded"),
             anthropic.RateLimitError,
             429,
         ),
@@ -403,7 +391,7 @@ def two_exchanges(bridge: Bridge) -> tuple[Message, Message]:
         with make_client(bridge) as client:
             first = client.messages.create(model=MODEL, max_tokens=64, messages=HI)
             with client.messages.stream(
-                model=MODEL, max_tokens=4096, messages=HI, tools=[WEATHER], thinking=THINKING
+                model=MODEL, max_tokens=4096, messages=HI, tools=[WEATHER_TOOL], thinking=THINKING
             ) as events:
                 return first, events.get_final_message()
     finally:

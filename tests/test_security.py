@@ -32,9 +32,8 @@ from conftest import (
     IN_PROCESS_URL,
     UPSTREAM_KEY,
     Bridge,
-    bridge_settings,
     make_client,
-    start_bridge,
+    serving,
 )
 from rich.console import Console
 from starlette.testclient import TestClient
@@ -126,9 +125,7 @@ def test_strict_refuses_an_exposed_bind() -> None:
 
 @pytest.fixture(scope="module")
 def locked_bridge(upstream_server: FakeUpstream) -> Iterator[Bridge]:
-    bridge = start_bridge(bridge_settings(upstream_server.base_url, auth_token=TOKEN))
-    yield bridge
-    bridge.stop()
+    yield from serving(upstream_server.base_url, auth_token=TOKEN)
 
 
 @pytest.fixture

@@ -36,6 +36,7 @@ from upstream import (
     completion,
     error_body,
     openai_usage,
+    rate_limited,
     text_stream,
     tool_call,
 )
@@ -1054,8 +1055,7 @@ def test_a_searching_answer_fails_over_before_its_first_byte(
     """The first target answers 429: the answer's first turn goes to the second target (its
     key, its model) through the failover loop, and its later turn stays there. The attempts
     are recorded; the cost the upstream reported is both turns'."""
-    limited = error_body("Rate limit reached", "rate_limit_error")
-    upstream.always(JSONReply(limited, 429, {"retry-after": "7"}))
+    upstream.always(rate_limited("7"))
     second_upstream.always(model_and_backend(lambda request: scripted_model(request, cost=0.25)))
     bridge, finished = make_search_chain(second={"api_key": SECOND_KEY})
     with make_client(bridge) as client:
@@ -1087,7 +1087,7 @@ def test_a_later_turn_tries_its_targets_other_keys_never_another_target(
     def later_turn_limited_once(request: RecordedRequest) -> Reply:
         if request.json["messages"][-1]["role"] == "tool" and not limited:
             limited.append(request)
-            return JSONReply(error_body("Rate limit reached", "rate_limit_error"), 429)
+            return rate_limited()
         return scripted_model(request)
 
     second_upstream.always(model_and_backend(later_turn_limited_once))

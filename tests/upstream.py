@@ -235,6 +235,14 @@ def error_body(message: str, type: str = "invalid_request_error", code: str | No
     return {"error": {"message": message, "type": type, "param": None, "code": code}}
 
 
+def rate_limited(
+    retry_after: str | None = None, *, type: str = "rate_limit_error", code: str | None = None
+) -> JSONReply:
+    """A 429 for too many requests, with the `retry-after` header when given."""
+    headers = {"retry-after": retry_after} if retry_after else {}
+    return JSONReply(error_body("Rate limit reached", type, code), 429, headers)
+
+
 def user_text(request: RecordedRequest) -> str:
     """The text of the last user message the upstream received."""
     for message in reversed(request.json["messages"]):

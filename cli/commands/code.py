@@ -11,6 +11,7 @@ from claude_bridge.proxy import launch
 from claude_bridge.proxy.config import load_settings
 
 from ..console import stderr
+from .settings import CLAUDE_HELP, CONFIG_HELP
 
 CONTEXT = {
     "allow_extra_args": True,
@@ -23,18 +24,15 @@ is not ours starts Claude Code's (`-c`, `-p` are Claude Code's)."""
 
 def code(
     ctx: typer.Context,
-    claude: str | None = typer.Option(
-        None, "--claude", help="Claude Code's executable (default: `claude` on PATH)."
-    ),
+    claude: str | None = typer.Option(None, "--claude", help=CLAUDE_HELP),
     print_env: bool = typer.Option(
         False,
         "--print-env",
         help="Only print the exports that point Claude Code at a running `serve` of this "
         'configuration, for `eval "$(claude-bridge code --print-env)"`.',
     ),
-    config: Path | None = typer.Option(
-        None, "--config", help="TOML config file (default: ~/.config/claude-bridge/config.toml)."
-    ),
+    # No `-c`: that is Claude Code's `--continue`.
+    config: Path | None = typer.Option(None, "--config", help=CONFIG_HELP),
     log_file: Path | None = typer.Option(
         None,
         "--log-file",

@@ -12,7 +12,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from ..console import stderr, stdout
-from .settings import CONFIG_OPTION
+from .settings import CLAUDE_HELP, CONFIG_OPTION
 
 MARKS = {"ok": "✅", "warn": "⚠️", "fail": "❌", "pass": "✅"}
 
@@ -28,9 +28,7 @@ def doctor(
         help="Run the installed Claude Code through claude-bridge against a built-in scripted "
         "upstream, feature by feature (no model, no key, no network).",
     ),
-    claude_path: str | None = typer.Option(
-        None, "--claude-path", help="Claude Code's executable (default: `claude` on PATH)."
-    ),
+    claude_path: str | None = typer.Option(None, "--claude-path", help=CLAUDE_HELP),
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
 ) -> None:
     """Check the configuration, the upstreams and Claude Code.

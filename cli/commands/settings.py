@@ -9,9 +9,9 @@ import typer
 
 from claude_bridge.proxy.config import Settings, load_settings
 
-CONFIG_OPTION = typer.Option(
-    None, "--config", "-c", help="TOML config file (default: ~/.config/claude-bridge/config.toml)."
-)
+CONFIG_HELP = "TOML config file (default: ~/.config/claude-bridge/config.toml)."
+CONFIG_OPTION = typer.Option(None, "--config", "-c", help=CONFIG_HELP)
+CLAUDE_HELP = "Claude Code's executable (default: `claude` on PATH)."
 
 
 def settings_from(config: Path | None, *, keys: bool = True, **flags: Any) -> Settings:

@@ -198,12 +198,7 @@ PROFILES: dict[str, PassthroughProfile] = {
 
 def by_name(name: str) -> PassthroughProfile:
     """The profile called `name` (as in `provider = "..."` with `mode = "anthropic"`)."""
-    profile = PROFILES.get(name.strip().lower())
-    if profile is None:
-        raise ValueError(
-            f"unknown pass-through provider {name!r}: choose one of {', '.join(PROFILES)}"
-        )
-    return profile
+    return providers.named(PROFILES, name, "pass-through provider")
 
 
 @functools.lru_cache(maxsize=64)

@@ -15,7 +15,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol, TypeVar
 
@@ -289,10 +289,19 @@ _MISTRAL_MODELS = re.compile(
 
 def by_name(name: str) -> Profile:
     """The profile called `name` (as in `provider = "..."`); ValueError names the choices."""
-    profile = PROFILES.get(name.strip().lower())
-    if profile is None:
-        raise ValueError(f"unknown provider {name!r}: choose one of {', '.join(PROFILES)}")
-    return profile
+    return named(PROFILES, name, "provider")
+
+
+N = TypeVar("N")
+
+
+def named(table: Mapping[str, N], name: str, kind: str) -> N:
+    """The entry of `table` called `name`, whatever its case and spaces; ValueError says
+    which `kind` of name is unknown and names the choices."""
+    found = table.get(name.strip().lower())
+    if found is None:
+        raise ValueError(f"unknown {kind} {name!r}: choose one of {', '.join(table)}")
+    return found
 
 
 def host_of(base_url: str) -> str:

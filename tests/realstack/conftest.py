@@ -24,7 +24,7 @@ from typing import Any
 import pytest
 
 from . import build
-from .support import LOOPBACK, Exchange, Process, Recorder, free_port, tail
+from .support import LOOPBACK, Exchange, Process, Recorder, free_port, run_to_end, tail
 
 HERE = Path(__file__).resolve().parent
 CLAUDE_TIMEOUT = 300.0
@@ -84,12 +84,14 @@ def _llama_server(
     workdir: Path,
     *,
     name: str,
-    model: Path,
-    template: Path,
     context: int,
     label: str = "",
 ) -> Iterator[Process]:
     label = label or name
+    model, template = {
+        SCRIPTED: (artefacts.scripted_model, artefacts.scripted_template),
+        GEMMA: (artefacts.gemma_model, artefacts.gemma_template),
+    }[name]
     port = free_port()
     home = workdir / f"home-{label}"
     home.mkdir()
@@ -132,40 +134,20 @@ def _llama_server(
 
 @pytest.fixture(scope="session")
 def scripted_llama(artefacts: build.Artefacts, workdir: Path) -> Iterator[Process]:
-    yield from _llama_server(
-        artefacts,
-        workdir,
-        name=SCRIPTED,
-        model=artefacts.scripted_model,
-        template=artefacts.scripted_template,
-        context=65536,
-    )
+    yield from _llama_server(artefacts, workdir, name=SCRIPTED, context=65536)
 
 
 @pytest.fixture(scope="session")
 def small_llama(artefacts: build.Artefacts, workdir: Path) -> Iterator[Process]:
     """The scripted model with a context too small for Claude Code's prompt."""
     yield from _llama_server(
-        artefacts,
-        workdir,
-        name=SCRIPTED,
-        model=artefacts.scripted_model,
-        template=artefacts.scripted_template,
-        context=SMALL_CONTEXT,
-        label="scripted-small",
+        artefacts, workdir, name=SCRIPTED, context=SMALL_CONTEXT, label="scripted-small"
     )
 
 
 @pytest.fixture(scope="session")
 def gemma_llama(artefacts: build.Artefacts, workdir: Path) -> Iterator[Process]:
-    yield from _llama_server(
-        artefacts,
-        workdir,
-        name=GEMMA,
-        model=artefacts.gemma_model,
-        template=artefacts.gemma_template,
-        context=8192,
-    )
+    yield from _llama_server(artefacts, workdir, name=GEMMA, context=8192)
 
 
 @dataclass
@@ -197,13 +179,10 @@ def _bridge(
     workdir: Path, llama: Process, name: str, provider: str, label: str = ""
 ) -> Iterator[Bridge]:
     label = f"{label or name}-{provider}"
-    upstream = llama.url
-    back = Recorder(upstream)
-    port = free_port()
     home = workdir / f"home-bridge-{label}"
     home.mkdir()
+    back = Recorder(llama.url)
     env = {
-        **_base_env(home),
         "CLAUDE_BRIDGE_HOME": str(home / ".claude-bridge"),
         "OPENAI_API_KEY": "sk-realstack-not-a-key",
         "BIG_MODEL": name,
@@ -221,6 +200,20 @@ def _bridge(
         "CLAUDE_BRIDGE_LOG_LEVEL": "debug",
         "PYTHONUNBUFFERED": "1",
     }
+    yield from serve_bridge(home, label, env, back, llama.url, provider == PASSTHROUGH)
+
+
+def serve_bridge(
+    home: Path,
+    label: str,
+    env: dict[str, str],
+    back: Recorder,
+    upstream: str,
+    passthrough: bool = False,
+) -> Iterator[Bridge]:
+    """`claude-bridge serve` in `home` with `env` over a clean environment, its log beside
+    `home`, behind a front recorder; `back` (what records its upstream side) closes with it."""
+    port = free_port()
     command = Path(sys.executable).parent / "claude-bridge"
     argv: list[str | Path] = [
         command,
@@ -235,15 +228,15 @@ def _bridge(
         f"claude-bridge ({label})",
         argv,
         url=f"http://{LOOPBACK}:{port}",
-        log=workdir / f"bridge-{label}.log",
-        env=env,
+        log=home.parent / f"bridge-{label}.log",
+        env={**_base_env(home), **env},
         cwd=home,
     )
     front: Recorder | None = None
     try:
         process.wait_ready("/", SERVER_START_TIMEOUT)
         front = Recorder(process.url)
-        yield Bridge(front.url, front, back, process, upstream, provider == PASSTHROUGH)
+        yield Bridge(front.url, front, back, process, upstream, passthrough)
     finally:
         process.stop()
         back.close()
@@ -337,16 +330,7 @@ class Claude:
         front, back = self.bridge.front.mark(), self.bridge.back.mark()
         argv = [str(self.binary), *args]
         try:
-            result = subprocess.run(
-                argv,
-                cwd=self.workspace,
-                env=self.env(),
-                stdin=subprocess.DEVNULL,
-                capture_output=True,
-                text=True,
-                timeout=timeout,
-                check=False,
-            )
+            result = run_to_end(argv, cwd=self.workspace, env=self.env(), timeout=timeout)
         except subprocess.TimeoutExpired as exc:
             out = exc.stdout.decode(errors="replace") if isinstance(exc.stdout, bytes) else ""
             pytest.fail(

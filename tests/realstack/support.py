@@ -32,6 +32,23 @@ def free_port() -> int:
         return port
 
 
+def run_to_end(
+    argv: Sequence[str], *, cwd: Path, env: dict[str, str], timeout: float
+) -> subprocess.CompletedProcess[str]:
+    """A client command run to its end with no input, its output kept as text
+    (`subprocess.TimeoutExpired` when it outlives `timeout`)."""
+    return subprocess.run(
+        argv,
+        cwd=cwd,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
 def tail(path: Path, lines: int = 40) -> str:
     try:
         text = path.read_text(encoding="utf-8", errors="replace")

@@ -22,6 +22,17 @@ from .support import parse_sse, stream_problems
 pytestmark = pytest.mark.realstack
 
 ALLOW_ECHO = ("--allowedTools", "Bash(echo:*)")
+TOOL_LOOP = (
+    "-p",
+    f"Run the marker command ({TOOL_TRIGGER}).",
+    "--output-format",
+    "stream-json",
+    "--verbose",
+    *ALLOW_ECHO,
+    "--max-turns",
+    "4",
+)
+"""Claude Code's arguments for one tool loop: the scripted Bash call and the answer after it."""
 
 
 def assert_succeeded(run: ClaudeRun) -> dict[str, Any]:
@@ -82,16 +93,7 @@ def test_text_answer(claude: Claude) -> None:
 
 @pytest.fixture(scope="module")
 def tool_loop(claude_module: Claude) -> ClaudeRun:
-    return claude_module.run(
-        "-p",
-        f"Run the marker command ({TOOL_TRIGGER}).",
-        "--output-format",
-        "stream-json",
-        "--verbose",
-        *ALLOW_ECHO,
-        "--max-turns",
-        "4",
-    )
+    return claude_module.run(*TOOL_LOOP)
 
 
 def test_tool_loop_completes(tool_loop: ClaudeRun) -> None:

@@ -37,7 +37,7 @@ from claude_bridge.proxy.journal.records import Record
 from . import build
 from .conftest import CLAUDE_TIMEOUT, SCRIPTED, _base_env
 from .scripted_model import TEXT_ANSWER, TOOL_MARKER, TOOL_TRIGGER
-from .support import Process, Recorder
+from .support import Process, Recorder, run_to_end
 
 pytestmark = pytest.mark.realstack
 
@@ -129,16 +129,7 @@ class Code:
         journal = self.bridge_home / "journal"
         before = set(journal.glob("*.jsonl")) if journal.exists() else set()
         try:
-            done = subprocess.run(
-                argv,
-                cwd=self.workspace,
-                env=self.env(),
-                stdin=subprocess.DEVNULL,
-                capture_output=True,
-                text=True,
-                timeout=CLAUDE_TIMEOUT,
-                check=False,
-            )
+            done = run_to_end(argv, cwd=self.workspace, env=self.env(), timeout=CLAUDE_TIMEOUT)
         except subprocess.TimeoutExpired as exc:
             pytest.fail(f"claude-bridge code did not finish: {exc}", pytrace=False)
         self.runs += 1

@@ -15,13 +15,13 @@ import pytest
 
 from . import build
 from .conftest import RESPONSES, SCRIPTED, Bridge, Claude, ClaudeRun, _bridge
-from .scripted_model import TOOL_MARKER, TOOL_TRIGGER
+from .scripted_model import TOOL_MARKER
 from .support import Process
 
 # The tier's checks of a tool loop, collected here again: they run on this module's
 # `tool_loop`, the same Claude Code run through the Responses dialect.
 from .test_claude_code import (  # noqa: F401
-    ALLOW_ECHO,
+    TOOL_LOOP,
     test_tool_loop_completes,
     test_tool_loop_streams_are_clean,
     test_tool_result_goes_back_in_the_second_request,
@@ -41,16 +41,7 @@ def tool_loop(
 ) -> ClaudeRun:
     base = tmp_path_factory.mktemp("claude-responses")
     claude = Claude(artefacts.claude, responses_bridge, base / "home", base / "workspace")
-    return claude.run(
-        "-p",
-        f"Run the marker command ({TOOL_TRIGGER}).",
-        "--output-format",
-        "stream-json",
-        "--verbose",
-        *ALLOW_ECHO,
-        "--max-turns",
-        "4",
-    )
+    return claude.run(*TOOL_LOOP)
 
 
 def test_every_upstream_call_was_a_responses_request(tool_loop: ClaudeRun) -> None:

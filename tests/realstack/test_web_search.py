@@ -13,7 +13,6 @@ must report one search that failed and give its main model what to configure.
 from __future__ import annotations
 
 import json
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -35,8 +34,8 @@ from upstream import (
 from claude_bridge.proxy.core.checker import check_wire
 
 from . import build
-from .conftest import Bridge, Claude, ClaudeRun, _base_env
-from .support import Process, Recorder, free_port
+from .conftest import Bridge, Claude, ClaudeRun, serve_bridge
+from .support import Recorder
 
 pytestmark = pytest.mark.realstack
 
@@ -123,7 +122,6 @@ def bridge(
         config.write_text(tomli_w.dumps(table if request.param == "searxng" else {}))
         back = Recorder(upstream.base_url)
         env = {
-            **_base_env(home),
             "CLAUDE_BRIDGE_CONFIG": str(config),
             "OPENAI_BASE_URL": back.url,
             "OPENAI_API_KEY": "sk-realstack-not-a-key",
@@ -131,35 +129,8 @@ def bridge(
             "SMALL_MODEL": "scripted",
             "CLAUDE_BRIDGE_LOG_LEVEL": "debug",
         }
-        port = free_port()
-        command = Path(sys.executable).parent / "claude-bridge"
-        argv: list[str | Path] = [
-            command,
-            "serve",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--no-dashboard",
-        ]
-        process = Process(
-            f"claude-bridge (websearch, {request.param})",
-            argv,
-            url=f"http://127.0.0.1:{port}",
-            log=work / f"bridge-websearch-{request.param}.log",
-            env=env,
-            cwd=home,
-        )
-        front: Recorder | None = None
-        try:
-            process.wait_ready("/", 60)
-            front = Recorder(process.url)
-            yield Bridge(front.url, front, back, process, upstream.base_url)
-        finally:
-            process.stop()
-            back.close()
-            if front is not None:
-                front.close()
+        label = f"websearch-{request.param}"
+        yield from serve_bridge(home, label, env, back, upstream.base_url)
 
 
 def search_run(
