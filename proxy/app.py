@@ -18,6 +18,7 @@ from starlette.middleware import Middleware
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
+from starlette.types import Send
 
 from . import __version__, heap
 from .config import Settings
@@ -80,10 +81,23 @@ async def read_body(request: Request) -> bytes:
     return bytes(body)
 
 
-async def _prepend(first: bytes, rest: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
-    yield first
-    async for chunk in rest:
-        yield chunk
+class Relayed(StreamingResponse):
+    """An event stream whose first piece is taken already (the relay is started before the
+    response). Its pieces are bytes and go straight to `send`: no generator in between and no
+    check per piece (Starlette's loop, otherwise)."""
+
+    def __init__(self, first: bytes, rest: AsyncIterator[bytes], headers: dict[str, str]) -> None:
+        super().__init__(rest, media_type="text/event-stream", headers=headers)
+        self.first = first
+
+    async def stream_response(self, send: Send) -> None:
+        await send(
+            {"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers}
+        )
+        await send({"type": "http.response.body", "body": self.first, "more_body": True})
+        async for chunk in self.body_iterator:
+            await send({"type": "http.response.body", "body": chunk, "more_body": True})
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
 
 
 class Unauthorized(BridgeError):
@@ -154,10 +168,10 @@ class Routes:
                     # Started here, the relay is finalized (closing the upstream) even if the
                     # client leaves before the response begins; an unstarted one never would be.
                     first = await anext(body)
-                    return StreamingResponse(
-                        _prepend(first, body),
-                        media_type="text/event-stream",
-                        headers={**headers, "cache-control": "no-cache", "x-accel-buffering": "no"},
+                    return Relayed(
+                        first,
+                        body,
+                        {**headers, "cache-control": "no-cache", "x-accel-buffering": "no"},
                     )
                 message = await self.pipeline.complete(prepared, exchange)
         except BridgeError as error:

@@ -276,9 +276,11 @@ class Pipeline:
             # window of a `prompt is too long`), and at the end the one that answered.
             exchange.upstream = ready.plan.upstream
             exchange.upstream_model = ready.plan.upstream_model
-            # In a chain the next target is the retry: the upstream must not retry as well.
-            call = self.call(ready.plan, ready.client_headers, key.secret)
-            call = replace(call, retries=None if lone else 0)
+            call = ready.call  # made for the upstream's own key, as most requests go
+            if key.secret != ready.upstream.endpoint.api_key:
+                call = self.call(ready.plan, ready.client_headers, key.secret)
+            if not lone:  # in a chain the next target is the retry: the upstream must not
+                call = replace(call, retries=0)
             with self._sized(ready, exchange):
                 return await send(ready.upstream, call), ready
 
@@ -400,13 +402,23 @@ class Pipeline:
                     _account(exchange, {k: v for k, v in usage.items() if k != "output_tokens"})
             yield _encode(opening)
             last_sent = last_event = self.clock()
+            # Events of pieces read ahead go out together, in one write once the queue is
+            # empty (or `BATCH_BYTES` in): a burst costs one send, not one per piece.
+            pending: list[bytes] = []
             while not translator.done:
                 if queue.empty():
+                    if pending:
+                        yield b"".join(pending)
+                        pending.clear()
+                        last_sent = self.clock()
+                        continue  # more may have come while the client took them
                     batch = 0
                     item = await queue.get()
                 else:
                     item = queue.get_nowait()
                 if item is _TICK:
+                    if pending:
+                        continue  # events are about to go: no ping, nor a stall
                     now = self.clock()
                     if now - last_event >= idle:
                         item = UpstreamError(
@@ -467,13 +479,18 @@ class Pipeline:
                     for event in events:
                         failure = _observe(exchange, event, upstream)
                         error = error or failure
-                    yield _encode(events)
-                    last_sent = self.clock()
+                    pending.append(_encode(events))
                 if isinstance(item, bytes):
                     batch += len(item)
                     if batch >= BATCH_BYTES:
+                        if pending:
+                            yield b"".join(pending)
+                            pending.clear()
+                            last_sent = self.clock()
                         batch = 0
                         await asyncio.sleep(0)  # one stream's flood must not hold the others
+            if pending:
+                yield b"".join(pending)
             complete = error is None
         finally:
             ticker.stop()
@@ -585,7 +602,7 @@ def _feed(translator: EventSource, events: list[SSEEvent], out: list[dict[str, A
 
 
 def _encode(events: list[dict[str, Any]]) -> bytes:
-    return b"".join(encode_event(event) for event in events)
+    return b"".join(map(encode_event, events))
 
 
 class _Ticker:
@@ -617,6 +634,10 @@ class _Backlog:
         self.closed = False
         self._room = asyncio.Event()
 
+    def fits(self, size: int) -> bool:
+        """Whether `size` bytes more go without waiting (`reserve` then returns at once)."""
+        return not self.closed and (not self.size or self.size + size <= self.limit)
+
     async def reserve(self, size: int) -> bool:
         """Room for `size` bytes more; False once the relay takes no more (drop the piece)."""
         while not self.closed and self.size and self.size + size > self.limit:
@@ -646,8 +667,16 @@ async def _read_into(
     with scope:
         try:
             async for chunk in chunks:
-                if await backlog.reserve(len(chunk)):
+                size = len(chunk)
+                # Without a wait when there is room (the usual case): no coroutine per piece.
+                if backlog.fits(size):
+                    backlog.size += size
+                elif not await backlog.reserve(size):
+                    continue
+                if queue.full():
                     await queue.put(chunk)
+                else:
+                    queue.put_nowait(chunk)
         except UpstreamError as exc:
             await queue.put(exc)
             return

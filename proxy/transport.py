@@ -15,7 +15,7 @@ What the transport keeps of httpx's behaviour:
   (`inflate.py`), never httpx's decoders, which inflate a whole piece at once;
 * the client's timeouts (`request.extensions["timeout"]`) apply: pool (the wait for a free
   connection: `httpx.PoolTimeout`, as httpcore raises), connect, read (the wait for each piece
-  of the answer);
+  of the answer; for the headers only when the request says `SILENCES_WATCHED`);
 * aiohttp's failures become the httpx exceptions httpcore would have raised;
 * `HTTP_PROXY`, `HTTPS_PROXY` and `ALL_PROXY` read when the transport is made, as httpx reads
   them when its client is; `NO_PROXY` at the first request to each host;
@@ -47,6 +47,10 @@ KEEPALIVE_EXPIRY = 5.0
 MAX_HEADER_LINE = 16 * 1024
 # Headers aiohttp would add when absent: httpx already sent the ones it wants.
 _AUTO_HEADERS = ("Accept", "Accept-Encoding", "User-Agent", "Content-Type")
+# A request extension: set, the caller times the body's silences itself, so the read timeout
+# covers the wait for the headers only. aiohttp re-arms its read timer on every piece it
+# receives otherwise (a timer cancelled and made again per streamed chunk).
+SILENCES_WATCHED = "claude_bridge.silences_watched"
 
 
 def pooled_transport(settings: Settings) -> httpx.AsyncBaseTransport:
@@ -128,6 +132,11 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
             self._slots.release()
         else:  # as aiohttp's own total timeout is ended
             connection.add_callback(self._slots.release)
+            protocol = connection.protocol
+            if request.extensions.get(SILENCES_WATCHED) and protocol is not None:
+                # Set per request by aiohttp: the next request on this connection has its own.
+                protocol.read_timeout = None
+                protocol.start_timeout()  # no timeout: cancels the timer armed for the headers
         return httpx.Response(
             response.status,
             headers=response.raw_headers,

@@ -31,7 +31,7 @@ from .core.errors import (
 )
 from .core.routing import DEFAULT_UPSTREAM
 from .core.wire import dumps
-from .transport import pooled_transport
+from .transport import SILENCES_WATCHED, pooled_transport
 
 log = logging.getLogger("claude_bridge.upstream")
 
@@ -124,7 +124,10 @@ class Upstream:
         timeout = httpx.Timeout(
             settings.read_timeout, connect=settings.connect_timeout, pool=settings.pool_timeout
         )
-        self._extensions = {"timeout": timeout.as_dict()}
+        self._extensions: dict[str, Any] = {"timeout": timeout.as_dict()}
+        # A stream's silences are the relay's to notice (its ticker, `Pipeline._relay`): the
+        # transport need not re-arm a read timer on every piece once the headers are in.
+        self._stream_extensions = {**self._extensions, SILENCES_WATCHED: True}
         self._basic = basic
         self.endpoint = Endpoint(
             self.base_url, self.host, self._key, config.provider, config.azure_api_version
@@ -160,19 +163,22 @@ class Upstream:
     async def stream(self, call: Call) -> AsyncIterator[httpx.Response]:
         """Open a streaming request; raises before yielding when the upstream answered non-2xx,
         so the caller can still send a real HTTP error status. Closing the context closes the
-        upstream connection, which is how a client disconnect cancels the upstream work."""
-        response = await self._open(call)
+        upstream connection, which is how a client disconnect cancels the upstream work.
+        The body's silences are the caller's to time (`Pipeline._relay` does)."""
+        response = await self._open(call, self._stream_extensions)
         try:
             yield response
         finally:
             await response.aclose()
 
-    async def _open(self, call: Call) -> httpx.Response:
+    async def _open(
+        self, call: Call, extensions: Mapping[str, Any] | None = None
+    ) -> httpx.Response:
         """Send `call`; the response once its status is 2xx, else the error `call.errors` maps
         it to (the response closed)."""
         body = call.body
         content = body if isinstance(body, bytes) else dumps(body)  # bytes: serialized already
-        response = await self._send(call.url, content, call.headers, call.retries)
+        response = await self._send(call.url, content, call.headers, call.retries, extensions)
         status = response.status_code
         if 200 <= status <= 299:
             coding = inflate.unsupported(response.headers.get("content-encoding"))
@@ -198,16 +204,16 @@ class Upstream:
         text = self.scrub(content.decode("utf-8", "replace"))
         raise self._scrubbed(call.errors(status, text, response.headers, self.host))
 
-    async def chunks(self, response: httpx.Response) -> AsyncIterator[bytes]:
+    def chunks(self, response: httpx.Response) -> AsyncIterator[bytes]:
         """The body of a 2xx answer, inflated when it is content-encoded, in pieces of at most
         `inflate.PIECE` bytes; failures as `UpstreamError`."""
-        try:
-            async for piece in _pieces(response):
-                yield piece
-        except httpx.HTTPError as exc:
-            raise self._transport_error(exc) from None
-        except inflate.InflateError as exc:
-            raise UpstreamError(f"upstream {self.host} sent a {exc}", status=502) from None
+        return _pieces(response, self)
+
+    def failure(self, exc: httpx.HTTPError | inflate.InflateError) -> UpstreamError:
+        """What reading a body that failed with `exc` tells the client."""
+        if isinstance(exc, inflate.InflateError):
+            return UpstreamError(f"upstream {self.host} sent a {exc}", status=502)
+        return self._transport_error(exc)
 
     def scrub(self, text: str) -> str:
         """`text` without the upstream key (or URL password), for messages an upstream may
@@ -217,7 +223,12 @@ class Upstream:
         return text
 
     async def _send(
-        self, url: str, content: bytes, headers: Mapping[str, str], retries: int | None = None
+        self,
+        url: str,
+        content: bytes,
+        headers: Mapping[str, str],
+        retries: int | None = None,
+        extensions: Mapping[str, Any] | None = None,
     ) -> httpx.Response:
         """POST `content` to `url`, the response streamed (the caller reads and closes it).
 
@@ -228,7 +239,11 @@ class Upstream:
         attempt = 0
         while True:
             request = httpx.Request(
-                "POST", url, content=content, headers=headers, extensions=self._extensions
+                "POST",
+                url,
+                content=content,
+                headers=headers,
+                extensions=extensions or self._extensions,
             )
             try:
                 response = await self._transport.handle_async_request(request)
@@ -368,34 +383,43 @@ def _url_credentials(base_url: str) -> tuple[str, dict[str, str]]:
     return str(url.copy_with(username=None, password=None)), header
 
 
-async def _pieces(response: httpx.Response) -> AsyncIterator[bytes]:
-    """The body as `chunks` gives it; httpx's and `inflate`'s failures as they are."""
-    if response.is_stream_consumed:
-        # A transport in this process answered with the body read (and decoded) already.
-        async for piece in response.aiter_bytes():
-            yield piece
-        return
-    header = response.headers.get("content-encoding")
-    inflater = inflate.Inflater(header) if inflate.codings(header) else None
-    async for raw in response.aiter_raw():
-        if inflater is not None:
-            for piece in inflater.feed(raw):
+async def _pieces(response: httpx.Response, mapped: Upstream | None) -> AsyncIterator[bytes]:
+    """The body as `chunks` gives it; httpx's and `inflate`'s failures as `mapped` says, or as
+    they are. One generator between the transport's and the relay's: every layer costs
+    microseconds on every piece of a stream (the transport's body is read directly rather
+    than through httpx's `aiter_raw`, which adds two for nothing used here)."""
+    try:
+        stream = response.stream
+        if response.is_stream_consumed or not isinstance(stream, httpx.AsyncByteStream):
+            # A transport in this process answered with the body read (and decoded) already.
+            async for piece in response.aiter_bytes():
                 yield piece
-        elif len(raw) <= inflate.PIECE:
-            yield raw  # one layer fewer than httpx's `aiter_bytes` per piece
-        else:
-            for start in range(0, len(raw), inflate.PIECE):  # no piece is much work
-                yield raw[start : start + inflate.PIECE]
-    if inflater is not None:
-        for piece in inflater.flush():
-            yield piece
+            return
+        header = response.headers.get("content-encoding")
+        inflater = inflate.Inflater(header) if inflate.codings(header) else None
+        async for raw in stream:
+            if inflater is not None:
+                for piece in inflater.feed(raw):
+                    yield piece
+            elif len(raw) <= inflate.PIECE:
+                yield raw
+            else:
+                for start in range(0, len(raw), inflate.PIECE):  # no piece is much work
+                    yield raw[start : start + inflate.PIECE]
+        if inflater is not None:
+            for piece in inflater.flush():
+                yield piece
+    except (httpx.HTTPError, inflate.InflateError) as exc:
+        if mapped is None:
+            raise
+        raise mapped.failure(exc) from None
 
 
 async def _read_limited(response: httpx.Response) -> bytes:
     """The start of an error answer: enough for any message, inflated no further."""
     body = bytearray()
     try:
-        async for piece in _pieces(response):
+        async for piece in _pieces(response, None):
             body += piece
             if len(body) >= MAX_ERROR_BODY:
                 break

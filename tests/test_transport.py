@@ -35,7 +35,7 @@ from upstream import (
     text_stream,
 )
 
-from claude_bridge.proxy.transport import AiohttpTransport
+from claude_bridge.proxy.transport import SILENCES_WATCHED, AiohttpTransport
 
 T = TypeVar("T")
 # Short: the timeout tests wait this long, and nothing else depends on it.
@@ -326,6 +326,28 @@ def test_a_body_that_stops_is_a_transport_error(
     with pytest.raises(httpx.TransportError) as caught:
         run(main, read=SHORT)
     assert isinstance(caught.value, expected)
+
+
+def test_a_caller_that_watches_silences_gets_no_read_timeout_on_the_body(
+    upstream: FakeUpstream,
+) -> None:
+    """`SILENCES_WATCHED` (the relay's streams): the read timeout covers the headers only, and
+    the next request on the same connection has its own again."""
+    upstream.reply(
+        SSEReply([chunk({"content": "a"}), chunk({"content": "b"})], delay=2 * SHORT),
+        Silence(),
+    )
+
+    async def main(client: httpx.AsyncClient) -> bytes:
+        watched = {SILENCES_WATCHED: True}
+        async with client.stream("POST", url_of(upstream), json={}, extensions=watched) as r:
+            body = b"".join([piece async for piece in r.aiter_bytes()])
+        with pytest.raises(httpx.ReadTimeout):
+            await client.post(url_of(upstream), json={})
+        return body
+
+    body = run(main, max_connections=1, read=SHORT)
+    assert b'"a"' in body and b'"b"' in body
 
 
 def test_hangup_before_the_answer_is_remote_protocol_error(upstream: FakeUpstream) -> None:
