@@ -18,6 +18,7 @@ import argparse
 import json
 import random
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -37,22 +38,17 @@ def _line(rng: random.Random, indent: int) -> str:
     name, other = rng.choice(_NAMES), rng.choice(_NAMES)
     verb = rng.choice(_VERBS)
     pad = "    " * indent
+    shapes: tuple[Callable[[], str], ...] = (
+        lambda: f"{name} = self.{verb}_{other}({other}, timeout={rng.randrange(1, 60)})",
+        lambda: f"if {name} is None or not {name}.{verb}():",
+        lambda: f'log.debug("{verb} %s for %s", {name}, {other}.id)',
+        lambda: f"for {name} in sorted({other}s, key=lambda item: item.{verb}_at):",
+        lambda: f"return {{{name!r}: {other}.{verb}(), 'size': len({name})}}",
+        lambda: f"# {verb.capitalize()} the {name} before its {other}: see {other}.py.",
+        lambda: f"{name}: {rng.choice(_TYPES)} = {other}.get({verb!r}, {rng.randrange(100)})",
+    )
     shape = rng.randrange(8)
-    if shape == 0:
-        return f"{pad}{name} = self.{verb}_{other}({other}, timeout={rng.randrange(1, 60)})"
-    if shape == 1:
-        return f"{pad}if {name} is None or not {name}.{verb}():"
-    if shape == 2:
-        return f'{pad}log.debug("{verb} %s for %s", {name}, {other}.id)'
-    if shape == 3:
-        return f"{pad}for {name} in sorted({other}s, key=lambda item: item.{verb}_at):"
-    if shape == 4:
-        return f"{pad}return {{{name!r}: {other}.{verb}(), 'size': len({name})}}"
-    if shape == 5:
-        return f"{pad}# {verb.capitalize()} the {name} before its {other}: see {other}.py."
-    if shape == 6:
-        return f"{pad}{name}: {rng.choice(_TYPES)} = {other}.get({verb!r}, {rng.randrange(100)})"
-    return ""
+    return pad + shapes[shape]() if shape < len(shapes) else ""
 
 
 def _source(rng: random.Random, path: str) -> str:
