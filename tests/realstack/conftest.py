@@ -24,7 +24,16 @@ from typing import Any
 import pytest
 
 from . import build
-from .support import LOOPBACK, Exchange, Process, Recorder, free_port, run_to_end, tail
+from .support import (
+    LOOPBACK,
+    Exchange,
+    Process,
+    Recorder,
+    final_result,
+    free_port,
+    run_to_end,
+    tail,
+)
 
 HERE = Path(__file__).resolve().parent
 CLAUDE_TIMEOUT = 300.0
@@ -270,14 +279,10 @@ class ClaudeRun:
 
     def result(self) -> dict[str, Any]:
         """The final `result` object, from --output-format json or stream-json."""
-        for line in reversed(self.stdout.strip().splitlines()):
-            try:
-                data = json.loads(line)
-            except json.JSONDecodeError:
-                continue
-            if isinstance(data, dict) and data.get("type") == "result":
-                return data
-        raise AssertionError(f"no result object in Claude Code's output:\n{self.report()}")
+        found = final_result(self.stdout)
+        if found is None:
+            raise AssertionError(f"no result object in Claude Code's output:\n{self.report()}")
+        return found
 
     def events(self) -> list[dict[str, Any]]:
         """The objects of --output-format stream-json."""

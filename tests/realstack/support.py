@@ -49,6 +49,18 @@ def run_to_end(
     )
 
 
+def final_result(stdout: str) -> dict[str, Any] | None:
+    """Claude Code's final `result` object, from --output-format json or stream-json."""
+    for line in reversed(stdout.strip().splitlines()):
+        try:
+            data = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(data, dict) and data.get("type") == "result":
+            return data
+    return None
+
+
 def tail(path: Path, lines: int = 40) -> str:
     try:
         text = path.read_text(encoding="utf-8", errors="replace")

@@ -37,7 +37,7 @@ from claude_bridge.proxy.journal.records import Record
 from . import build
 from .conftest import CLAUDE_TIMEOUT, SCRIPTED, _base_env
 from .scripted_model import TEXT_ANSWER, TOOL_MARKER, TOOL_TRIGGER
-from .support import Process, Recorder, run_to_end
+from .support import Process, Recorder, final_result, run_to_end
 
 pytestmark = pytest.mark.realstack
 
@@ -75,14 +75,10 @@ class CodeRun:
         )
 
     def result(self) -> dict[str, Any]:
-        for line in reversed(self.stdout.strip().splitlines()):
-            try:
-                data = json.loads(line)
-            except json.JSONDecodeError:
-                continue
-            if isinstance(data, dict) and data.get("type") == "result":
-                return data
-        raise AssertionError(f"no result object in Claude Code's output:\n{self.report()}")
+        found = final_result(self.stdout)
+        if found is None:
+            raise AssertionError(f"no result object in Claude Code's output:\n{self.report()}")
+        return found
 
 
 class Code:
