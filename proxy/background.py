@@ -22,10 +22,10 @@ import httpx
 import uvicorn
 from pydantic import SecretStr
 
-from . import http_limits, logs
+from . import logs
 from .app import create_app
 from .config import ConfigError, Settings
-from .drain import Drain, Server
+from .drain import GRACE, Drain, Server, server_config
 from .journal.writer import Recorder, default_dir
 
 log = logging.getLogger("claude_bridge.background")
@@ -33,8 +33,6 @@ log = logging.getLogger("claude_bridge.background")
 LOOPBACK = "127.0.0.1"
 START_TIMEOUT = 30.0
 """Seconds the proxy may take to start (loading the tokenizer and the price table included)."""
-GRACE = 5
-"""Seconds requests in flight get when the proxy stops (as `serve` gives them)."""
 
 
 class LaunchError(ConfigError):
@@ -97,15 +95,7 @@ def background_proxy(
     settings = settings.model_copy(update={"port": port})
     app = create_app(settings, recorder=recorder, transport=transport)
     server = _Started(
-        uvicorn.Config(
-            app,
-            log_config=None,
-            log_level=None,
-            access_log=False,
-            timeout_graceful_shutdown=GRACE,
-            timeout_keep_alive=65,
-            **http_limits.uvicorn_options(settings),
-        ),
+        server_config(app, settings, access_log=False),
         app.state.drain,
     )
     thread = threading.Thread(

@@ -31,6 +31,8 @@ import anyio
 import uvicorn
 from starlette.applications import Starlette
 
+from . import http_limits
+from .config import Settings
 from .core.errors import BridgeError
 
 # Work still running this long before uvicorn's grace period ends is ended by the drain,
@@ -182,6 +184,28 @@ class Server(uvicorn.Server):
             self.drain.end_now(len(self.server_state.tasks))
             return
         super().handle_exit(sig, frame)
+
+
+GRACE = 5
+"""Seconds requests in flight get when a server stops, before streams end with an `error`."""
+KEEP_ALIVE = 65
+"""Longer than the clients' pooled-connection expiry (httpx: 5 s), so a client never reuses a
+connection the server is closing at that moment."""
+
+
+def server_config(app: Starlette, settings: Settings, **options: Any) -> uvicorn.Config:
+    """How claude-bridge serves `app` (`serve`, and the proxy `code` and `doctor` start): header
+    size, request timeouts and the connection cap of `http_limits`; our handlers (proxy.logs)
+    take uvicorn's records; the grace period and keep-alive above. `options`: the rest."""
+    return uvicorn.Config(
+        app,
+        log_config=None,
+        log_level=None,
+        timeout_graceful_shutdown=GRACE,
+        timeout_keep_alive=KEEP_ALIVE,
+        **http_limits.uvicorn_options(settings),
+        **options,
+    )
 
 
 def run(app: Starlette, *, sockets: list[socket.socket] | None = None, **options: Any) -> None:

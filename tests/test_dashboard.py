@@ -23,7 +23,6 @@ from typer.testing import CliRunner
 
 from claude_bridge.cli import dashboard as dashboard_module
 from claude_bridge.cli import render
-from claude_bridge.cli.commands import serve as serve_module
 from claude_bridge.cli.commands.serve import JsonEvents, secrets_of
 from claude_bridge.cli.dashboard import Dashboard, percentile
 from claude_bridge.cli.main import app
@@ -512,7 +511,7 @@ def test_serve_picks_its_output_and_folds_uvicorn_logging(
         ran.append(self.config)
         self.started = True
 
-    monkeypatch.setattr(serve_module.uvicorn.Server, "run", run)
+    monkeypatch.setattr(uvicorn.Server, "run", run)
     monkeypatch.chdir(tmp_path)
     env = {"OPENAI_API_KEY": SECRET, "CLAUDE_BRIDGE_HOME": str(tmp_path), "BIG_MODEL": "qwen"}
     args = ["serve", "--port", "9999", *(f.format(tmp=tmp_path) for f in flags)]

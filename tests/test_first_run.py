@@ -34,7 +34,6 @@ from upstream import FakeUpstream, JSONReply, SSEReply, chunk, completion
 
 from claude_bridge.cli import main as main_module
 from claude_bridge.cli import render
-from claude_bridge.cli.commands import serve as serve_module
 from claude_bridge.cli.dashboard import Dashboard
 from claude_bridge.proxy import logs
 from claude_bridge.proxy.app import create_app
@@ -141,7 +140,7 @@ def served(monkeypatch: pytest.MonkeyPatch) -> list[uvicorn.Server]:
         ran.append(self)
         self.started = True
 
-    monkeypatch.setattr(serve_module.uvicorn.Server, "run", run)
+    monkeypatch.setattr(uvicorn.Server, "run", run)
     return ran
 
 

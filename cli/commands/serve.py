@@ -26,16 +26,15 @@ from pathlib import Path
 from typing import Any, TextIO
 
 import typer
-import uvicorn
 from rich.markup import escape
 from starlette.applications import Starlette
 
-from claude_bridge.proxy import __version__, http_limits, logs
+from claude_bridge.proxy import __version__, logs
 from claude_bridge.proxy.app import create_app
 from claude_bridge.proxy.config import Settings
 from claude_bridge.proxy.diagnose import diagnose
+from claude_bridge.proxy.drain import GRACE, Stopping, server_config
 from claude_bridge.proxy.drain import Server as DrainingServer
-from claude_bridge.proxy.drain import Stopping
 from claude_bridge.proxy.events import Bus, Exchange
 from claude_bridge.proxy.journal.writer import Recorder, journal_dir, session_path, worker_path
 from claude_bridge.proxy.resilience.health import Health as UpstreamHealth
@@ -57,9 +56,6 @@ from .record_options import (
     recording,
 )
 from .settings import CONFIG_OPTION, settings_from
-
-GRACE = 5
-"""Seconds requests in flight get when the server stops."""
 
 
 class LogFormat(StrEnum):
@@ -349,22 +345,15 @@ def run_server(
     """Serve until stopped (Ctrl-C, SIGTERM); False if the server could not start. On a stop,
     requests in flight get the grace period, then streams end with an `error` event."""
     server = DrainingServer(
-        uvicorn.Config(
+        server_config(
             app,
+            settings,
             host=settings.host,
             port=settings.port,
             loop=event_loop(),
-            # Header size, request timeouts and the connection cap (proxy/http_limits.py).
-            **http_limits.uvicorn_options(settings),
-            # Our handlers (proxy.logs) take uvicorn's records; the access log only has a use
-            # in the log file, where it is folded into the JSON records.
-            log_config=None,
-            log_level=None,
+            # The access log only has a use in the log file, where it is folded into the JSON
+            # records.
             access_log=access_log,
-            timeout_graceful_shutdown=GRACE,
-            # Longer than the clients' pooled-connection expiry (httpx: 5 s), so a client never
-            # reuses a connection the server is closing at that moment.
-            timeout_keep_alive=65,
         ),
         app.state.drain,
         on_started,
