@@ -195,6 +195,11 @@ def test_the_installed_claude_code_version_is_shown(
     result, report = doctor()
     check = only(report, "Claude Code")
     assert check["level"] == "ok" and check["detail"].startswith("2.1.331 at ")
+    # Claude Code 1.0.x prints this notice on stdout before its version.
+    notice = "Claude configuration file not found at: /root/.claude.json"
+    _fake_claude(configured / "bin", f"printf '\\n{notice}\\n\\n1.0.128 (Claude Code)\\n'")
+    result, report = doctor()
+    assert only(report, "Claude Code")["detail"].startswith("1.0.128 at ")
     broken = _fake_claude(configured, "echo 'Segmentation fault' >&2; exit 139")
     result, report = doctor("--claude-path", str(broken))
     assert result.exit_code == 1

@@ -10,6 +10,7 @@ checks `serve` makes come in as functions (they live with the CLI that binds).
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -24,6 +25,8 @@ from ..diagnose import diagnose
 from ..launch import INSTALL, claude_command, running_serve, serve_url
 
 Level = Literal["ok", "warn", "fail"]
+VERSION = re.compile(r"^\s*(\d+\.\d+\.\d+\S*)(?:\s+\(Claude Code\))?\s*$", re.MULTILINE)
+"""`claude --version`'s line: `2.1.331 (Claude Code)`."""
 VERSION_TIMEOUT = 30.0
 """Seconds `claude --version` may take (a first run of a native binary is slow)."""
 PROBE_TIMEOUT = 2.0
@@ -119,11 +122,13 @@ def claude_version(claude: str) -> str:
         )
     except (OSError, subprocess.TimeoutExpired) as exc:
         raise LaunchError(f"{claude} --version failed: {exc}") from None
-    words = done.stdout.split()
-    if done.returncode != 0 or not words:
+    # Not the first word: some releases print a notice on stdout first (1.0.x warns there when
+    # its configuration file is missing but a backup of it exists).
+    found = VERSION.search(done.stdout)
+    if done.returncode != 0 or found is None:
         said = (done.stderr or done.stdout).strip()[:200]
         raise LaunchError(f"{claude} --version failed (exit {done.returncode}): {said}")
-    return words[0]
+    return found[1]
 
 
 def claude_check(claude: str | None, env: Mapping[str, str]) -> Check:
