@@ -7,18 +7,19 @@ import contextlib
 import hmac
 import json
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Any
 
 import anyio
 import httpx
+import orjson
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
-from starlette.types import Send
+from starlette.types import Receive, Scope, Send
 
 from . import __version__, heap
 from .config import Settings
@@ -45,8 +46,16 @@ _ERROR_STATUS_TYPES = {404: "not_found_error", 405: "not_found_error", 413: "req
 
 
 def json_response(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
-    body = json.dumps(data, ensure_ascii=False, separators=(",", ":")).encode()
-    return Response(body, status_code=status, headers=headers, media_type="application/json")
+    return Response(_json(data), status_code=status, headers=headers, media_type="application/json")
+
+
+def _json(data: Any) -> bytes:
+    """Compact UTF-8 JSON: orjson writes what Python's encoder does, ten times faster; what it
+    refuses (an integer past 64 bits, a lone surrogate) is Python's to write or to fail on."""
+    try:
+        return orjson.dumps(data)
+    except TypeError:
+        return json.dumps(data, ensure_ascii=False, separators=(",", ":")).encode()
 
 
 def error_response(error: BridgeError, request_id: str) -> Response:
@@ -73,31 +82,68 @@ async def read_body(request: Request) -> bytes:
     declared = request.headers.get("content-length")
     if declared and declared.isdigit() and int(declared) > MAX_BODY:
         raise TooLarge(f"request body exceeds {MAX_BODY} bytes")
-    body = bytearray()
+    # Pieces joined once at the end (a body in one piece is not copied at all): a `bytearray`
+    # grown, then copied, cost ~25 µs more for a 480 KB Claude Code session body.
+    pieces: list[bytes] = []
+    size = 0
     async for chunk in request.stream():
-        body += chunk
-        if len(body) > MAX_BODY:
+        size += len(chunk)
+        if size > MAX_BODY:
             raise TooLarge(f"request body exceeds {MAX_BODY} bytes")
-    return bytes(body)
+        if chunk:
+            pieces.append(chunk)
+    return b"".join(pieces)
 
 
 class Relayed(StreamingResponse):
     """An event stream whose first piece is taken already (the relay is started before the
-    response). Its pieces are bytes and go straight to `send`: no generator in between and no
-    check per piece (Starlette's loop, otherwise)."""
+    response). The stream is sent the `write` below: a plain stream's relay writes the rest
+    with it itself (`Pipeline.open_stream`); any other stream ignores it and gives its pieces,
+    which go straight to `send`."""
 
-    def __init__(self, first: bytes, rest: AsyncIterator[bytes], headers: dict[str, str]) -> None:
+    def __init__(
+        self, first: bytes, rest: AsyncGenerator[bytes, Any], headers: dict[str, str]
+    ) -> None:
         super().__init__(rest, media_type="text/event-stream", headers=headers)
         self.first = first
+        self.rest = rest
 
     async def stream_response(self, send: Send) -> None:
         await send(
             {"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers}
         )
         await send({"type": "http.response.body", "body": self.first, "more_body": True})
-        async for chunk in self.body_iterator:
-            await send({"type": "http.response.body", "body": chunk, "more_body": True})
+
+        async def write(data: bytes) -> None:
+            await send({"type": "http.response.body", "body": data, "more_body": True})
+
+        rest = self.rest
+        with contextlib.suppress(StopAsyncIteration):
+            data = await rest.asend(write)
+            while True:
+                await write(data)
+                data = await anext(rest)
         await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        # A client that leaves cancels the stream at once (its relay closes the upstream).
+        # Starlette's own watch, an anyio task group around two tasks, costs ~75 us a stream;
+        # one listening task that cancels an anyio scope does the same (anyio's rather than
+        # `Task.cancel()`: see `Departures`).
+        stream = anyio.CancelScope()
+        listener = asyncio.get_running_loop().create_task(_departure(receive, stream))
+        try:
+            with stream:
+                await self.stream_response(send)
+        finally:
+            listener.cancel()
+
+
+async def _departure(receive: Receive, scope: anyio.CancelScope) -> None:
+    """Cancel `scope` once the client has left."""
+    while (await receive())["type"] != "http.disconnect":
+        pass
+    scope.cancel()
 
 
 class Unauthorized(BridgeError):

@@ -21,11 +21,10 @@ import asyncio
 import logging
 import signal
 import socket
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
-from types import FrameType
-from typing import Any
+from types import FrameType, TracebackType
+from typing import Any, Protocol
 
 import anyio
 import uvicorn
@@ -38,6 +37,13 @@ from .core.errors import BridgeError
 # Work still running this long before uvicorn's grace period ends is ended by the drain,
 # leaving the time to write the error and close the connection.
 MARGIN = 1.0
+
+
+class Inbox(Protocol):
+    """What a stream's relay waits on (an `asyncio.Queue` will do): woken at expiry."""
+
+    def empty(self) -> bool: ...
+    def put_nowait(self, item: object) -> None: ...
 
 
 log = logging.getLogger("claude_bridge.drain")
@@ -70,7 +76,7 @@ class Drain:
     def __init__(self) -> None:
         self.draining = False
         self.expired = False
-        self._queues: set[asyncio.Queue[object]] = set()
+        self._queues: set[Inbox] = set()
         self._scopes: set[anyio.CancelScope] = set()
         self._timer: asyncio.TimerHandle | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -128,29 +134,50 @@ class Drain:
 
     # -- what the pipeline uses
 
-    def watch(self, queue: asyncio.Queue[object]) -> None:
+    def watch(self, queue: Inbox) -> None:
         """A stream's relay queue, to be woken at expiry."""
         self._queues.add(queue)
 
-    def unwatch(self, queue: asyncio.Queue[object]) -> None:
+    def unwatch(self, queue: Inbox) -> None:
         self._queues.discard(queue)
 
-    @asynccontextmanager
-    async def guard(self) -> AsyncIterator[None]:
-        """Around a wait for the upstream's answer: at expiry it raises `ShuttingDown`.
+    def guard(self) -> Guarded:
+        """Around a wait for the upstream's answer: at expiry it raises `ShuttingDown`."""
+        return Guarded(self)
 
-        An anyio scope, so that an httpcore transport's shielded clean-up is respected (a plain
-        task cancel can lose the connection from its pool)."""
-        if self.expired:
-            raise self.error()
-        with anyio.CancelScope() as scope:
-            self._scopes.add(scope)
-            try:
-                yield
-            finally:
-                self._scopes.discard(scope)
+
+class Guarded:
+    """`Drain.guard`: an anyio scope, so that an httpcore transport's shielded clean-up is
+    respected (a plain task cancel can lose the connection from its pool). A class rather than
+    a generator: it is entered by every request."""
+
+    __slots__ = ("_drain", "_scope")
+
+    def __init__(self, drain: Drain) -> None:
+        self._drain = drain
+        self._scope: anyio.CancelScope | None = None
+
+    async def __aenter__(self) -> None:
+        drain = self._drain
+        if drain.expired:
+            raise drain.error()
+        scope = self._scope = anyio.CancelScope()
+        scope.__enter__()
+        drain._scopes.add(scope)
+
+    async def __aexit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        trace: TracebackType | None,
+    ) -> None:
+        scope = self._scope
+        assert scope is not None
+        self._drain._scopes.discard(scope)
+        # The scope swallows only the cancellation it caught, which becomes `ShuttingDown`.
+        scope.__exit__(kind, error, trace)
         if scope.cancelled_caught:
-            raise self.error()
+            raise self._drain.error() from None
 
 
 class Server(uvicorn.Server):

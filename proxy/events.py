@@ -6,7 +6,7 @@ A failing listener is logged and dropped from that event, never raised into a re
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -106,12 +106,22 @@ be O(1) and must not block.
 class Bus:
     def __init__(self) -> None:
         self._listeners: list[Listener] = []
+        # Those of each kind some listener subscribed to only, in the order they subscribed:
+        # a request publishes three events, and most listeners want one or two of them.
+        self._of_kind: dict[str, list[Listener]] = {}
 
-    def subscribe(self, listener: Listener) -> None:
-        self._listeners.append(listener)
+    def subscribe(self, listener: Listener, kinds: Collection[str] | None = None) -> None:
+        """`listener` hears every event, or those of `kinds` only."""
+        if kinds is None:
+            self._listeners.append(listener)
+            for listeners in self._of_kind.values():
+                listeners.append(listener)
+            return
+        for kind in kinds:
+            self._of_kind.setdefault(kind, list(self._listeners)).append(listener)
 
     def publish(self, kind: str, exchange: Exchange) -> None:
-        for listener in self._listeners:
+        for listener in self._of_kind.get(kind, self._listeners):
             try:
                 listener(kind, exchange)
             except Exception:

@@ -300,9 +300,32 @@ def _ms(seconds: float | None) -> float | None:
     return None if seconds is None else round(seconds * 1000, 1)
 
 
+def handled(logger: logging.Logger, level: int) -> bool:
+    """Whether a record of `level` logged on `logger` would reach a handler that takes it, as
+    `Logger.callHandlers` decides. `isEnabledFor` alone says yes to the INFO record of every
+    request when only a console showing warnings listens (`serve` without `--log-file`)."""
+    if not logger.isEnabledFor(level):
+        return False
+    found = False
+    current: logging.Logger | None = logger
+    while current is not None:
+        for handler in current.handlers:
+            if level >= handler.level:
+                return True
+            found = True
+        if not current.propagate:
+            break
+        current = current.parent
+    resort = logging.lastResort
+    return not found and resort is not None and level >= resort.level
+
+
 class RequestLog:
     """A bus listener: binds the request id for the request's other records, and logs each
     request's start (debug) and end (info; warning for 5xx and broken streams)."""
+
+    KINDS = ("start", "finish")
+    """The events it takes (`Bus.subscribe`)."""
 
     def __init__(self, logger: logging.Logger | None = None) -> None:
         self.log = logger or logging.getLogger(REQUESTS_LOGGER)
@@ -311,12 +334,12 @@ class RequestLog:
         if kind == "start":
             # Listeners run inside the request's task: later records of this request see it.
             request_id.set(exchange.id)
-            if self.log.isEnabledFor(logging.DEBUG):
+            if handled(self.log, logging.DEBUG):
                 self.log.debug("request started", extra=exchange_record(kind, exchange))
         elif kind == "finish":
             bad = exchange.status >= 500 or (exchange.error is not None and exchange.status < 400)
             level = logging.WARNING if bad else logging.INFO
-            if self.log.isEnabledFor(level):
+            if handled(self.log, level):
                 record = exchange_record(kind, exchange)
                 message = (
                     "request failed"

@@ -48,7 +48,7 @@ T = TypeVar("T")
 # an object on a slow 2-core machine whatever their shape (400,001 short messages: seconds; a
 # realistic 1 MB Claude Code conversation, 3,200 objects: 48 ms; 8 MB of one text: 19 ms).
 # Bodies under `OFFLOAD_BYTES` stay inline unexamined (at most ~2,600 objects: ~40 ms). Larger
-# ones are counted (`{`s: ~2 us a KB) and go to a worker beyond `OFFLOAD_OBJECTS`, or beyond
+# ones are counted (`{`s: under 0.1 us a KB) and go to a worker beyond `OFFLOAD_OBJECTS`, or beyond
 # `OFFLOAD_ALWAYS` bytes; the others stay inline, where a round trip to a worker would cost
 # them more than they hold the loop.
 OFFLOAD_BYTES = 64 * 1024
@@ -64,7 +64,15 @@ _CHILD = "from claude_bridge.proxy.offload import serve; serve()"
 def worth_offloading(body: bytes) -> bool:
     """Whether preparing `body` (a JSON request) would hold the event loop too long."""
     size = len(body)
-    return size >= OFFLOAD_BYTES and (size >= OFFLOAD_ALWAYS or body.count(b"{") > OFFLOAD_OBJECTS)
+    if size < OFFLOAD_BYTES:
+        return False
+    if size >= OFFLOAD_ALWAYS:
+        return True
+    # Counted by what deleting them leaves: `replace` finds them with `memchr`, four times
+    # faster than `count`'s look at every byte where they are sparse (a Claude Code body), and
+    # stops after `limit` where they are not.
+    limit = OFFLOAD_OBJECTS + 1
+    return size - len(body.replace(b"{", b"", limit)) >= limit
 
 
 class WorkerFailed(BridgeError):

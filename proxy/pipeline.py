@@ -8,10 +8,10 @@ attempt is `Pipeline.complete` or `Pipeline.open_stream`.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
+from collections import deque
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar
@@ -281,8 +281,11 @@ class Pipeline:
                 call = self.call(ready.plan, ready.client_headers, key.secret)
             if not lone:  # in a chain the next target is the retry: the upstream must not
                 call = replace(call, retries=0)
-            with self._sized(ready, exchange):
+            try:
                 return await send(ready.upstream, call), ready
+            except UpstreamError as error:
+                self._sized(error, ready, exchange)
+                raise
 
         served = await self.failover.run(
             chain,
@@ -324,26 +327,23 @@ class Pipeline:
             searching=searching,
         )
 
-    @contextlib.contextmanager
-    def _sized(self, prepared: Prepared, exchange: Exchange) -> Iterator[None]:
+    def _sized(self, error: UpstreamError, prepared: Prepared, exchange: Exchange) -> None:
         """An upstream's context overflow without numbers gets the model's window, if known:
         Claude Code compacts on `prompt is too long: N tokens > M maximum` (PROTOCOL.md 4.4)."""
-        try:
-            yield
-        except UpstreamError as error:
-            if error.message.startswith("prompt is too long"):
-                limits = self.windows.of(exchange.upstream, exchange.upstream_model)
-                if limits.context_window:
-                    body = prepared.call.body
-                    size = len(body) if isinstance(body, bytes) else len(dumps(body))
-                    error.message = sized_overflow(
-                        error.message, limits.context_window, size // 4 + 1
-                    )
-            raise
+        if error.message.startswith("prompt is too long"):
+            limits = self.windows.of(exchange.upstream, exchange.upstream_model)
+            if limits.context_window:
+                body = prepared.call.body
+                size = len(body) if isinstance(body, bytes) else len(dumps(body))
+                error.message = sized_overflow(error.message, limits.context_window, size // 4 + 1)
 
-    async def open_stream(self, prepared: Prepared, exchange: Exchange) -> AsyncIterator[bytes]:
+    async def open_stream(
+        self, prepared: Prepared, exchange: Exchange
+    ) -> AsyncGenerator[bytes, Any]:
         """Open the upstream stream first, so a refusal still becomes a real HTTP error;
-        then the Anthropic event stream, as bytes."""
+        then the Anthropic event stream, as bytes. After its first piece its sender may
+        `asend` it a `Write`: a plain stream's relay writes the rest with it and stops
+        (`_written`); any other stream ignores it and gives its next piece."""
         answer = websearch.shortcut(self, prepared, exchange)
         if answer is not None:
             relay = websearch.whole(self, answer, exchange)
@@ -354,12 +354,15 @@ class Pipeline:
                 relay = websearch.stream(self, prepared, stack, response, exchange)
             else:
                 source = event_source(prepared.plan)
-                relay = self._relay(stack, upstream, upstream.chunks(response), source, exchange)
+                chunks = upstream.chunks(response)
+                if exchange.trace is None:
+                    return _written(_Relay(self, stack, upstream, source, exchange, True), chunks)
+                relay = self._relay(stack, upstream, chunks, source, exchange)
         if exchange.trace is not None:
             return exchange.trace.tap_client(relay)
         return relay
 
-    async def _relay(
+    def _relay(
         self,
         stack: AsyncExitStack,
         upstream: Upstream,
@@ -367,160 +370,11 @@ class Pipeline:
         translator: EventSource,
         exchange: Exchange,
         ends: bool = True,
-    ) -> AsyncIterator[bytes]:
-        """The client's stream of one upstream stream; it ends the exchange unless not `ends`
-        (one turn of several: `websearch.loop` ends it)."""
-        queue: asyncio.Queue[object] = asyncio.Queue(READ_AHEAD)
-        # The reader is stopped through an anyio scope, never `Task.cancel()`: a transport on
-        # httpcore (httpx's own, which a user's replay or test may still pass in) shields its
-        # connection bookkeeping from the former only, and a plain cancel landing while the
-        # reader closes the response at the end of the body loses the connection from that pool
-        # for good (under load it runs dry).
-        stop_reading = anyio.CancelScope()
-        backlog = _Backlog(READ_AHEAD_BYTES)
-        reader = asyncio.create_task(_read_into(chunks, queue, backlog, stop_reading))
-        decoder = SSEDecoder()
-        interval = self.settings.ping_interval
-        # An upstream that sends no complete event for this long has stalled, even if it
-        # drips a byte now and then (which keeps httpx's own read timeout from firing).
-        idle = self.settings.read_timeout
-        unframed = 0  # bytes received since the last complete upstream event
-        batch = 0  # bytes translated since the relay last waited
-        error: BridgeError | None = None
-        complete = False
-        # Silences are noticed by a clock that ticks into the queue a few times per interval:
-        # a timeout around every read would start and cancel a timer for every chunk.
-        ticker = _Ticker(queue, min(interval, idle) / TICKS_PER_INTERVAL)
-        self.drain.watch(queue)
-        try:
-            opening = translator.start()
-            for event in opening:
-                if event["type"] == "message_start":
-                    # Its input estimate, kept if the client leaves early; not its output (a
-                    # placeholder 1), which would hide the progress made so far.
-                    usage = event["message"].get("usage") or {}
-                    _account(exchange, {k: v for k, v in usage.items() if k != "output_tokens"})
-            yield _encode(opening)
-            last_sent = last_event = self.clock()
-            # Events of pieces read ahead go out together, in one write once the queue is
-            # empty (or `BATCH_BYTES` in): a burst costs one send, not one per piece.
-            pending: list[bytes] = []
-            while not translator.done:
-                if queue.empty():
-                    if pending:
-                        yield b"".join(pending)
-                        pending.clear()
-                        last_sent = self.clock()
-                        continue  # more may have come while the client took them
-                    batch = 0
-                    item = await queue.get()
-                else:
-                    item = queue.get_nowait()
-                if item is _TICK:
-                    if pending:
-                        continue  # events are about to go: no ping, nor a stall
-                    now = self.clock()
-                    if now - last_event >= idle:
-                        item = UpstreamError(
-                            f"upstream {upstream.host} sent nothing usable for {idle:g} s",
-                            status=504,
-                            type="timeout_error",
-                        )
-                    elif now - last_sent >= interval:
-                        # Claude Code aborts streams that stay quiet; buffered tool calls count.
-                        yield _encode([{"type": "ping"}])
-                        exchange.pings += 1
-                        last_sent = self.clock()
-                        continue
-                    else:
-                        continue
-                if isinstance(item, bytes):
-                    backlog.release(len(item))
-                    if self.drain.expired:
-                        item = self.drain.error()
-                # Filled as translated: if the translation breaks, what came before it still goes.
-                events: list[dict[str, Any]] = []
-                try:
-                    if item is _END:
-                        _feed(translator, decoder.flush(), events)
-                        if not translator.done:
-                            events.extend(translator.finish())
-                    elif isinstance(item, BridgeError):
-                        error = item
-                        events.extend(translator.fail(item))
-                    else:
-                        assert isinstance(item, bytes)
-                        if exchange.first_byte is None:
-                            exchange.first_byte = self.clock()
-                        decoded = decoder.decode(item)
-                        unframed = 0 if decoded else unframed + len(item)
-                        if decoded:
-                            last_event = self.clock()
-                        if unframed > MAX_EVENT_BYTES:
-                            error = UpstreamError(
-                                f"upstream {upstream.host} sent an event of more than "
-                                f"{MAX_EVENT_BYTES} bytes"
-                            )
-                            events.extend(translator.fail(error))
-                        else:
-                            _feed(translator, decoded, events)
-                except Exception as exc:  # whatever the upstream sent, the client gets an ending
-                    log.exception(
-                        "translating the upstream stream failed", extra={"request_id": exchange.id}
-                    )
-                    error = UpstreamError(
-                        f"upstream {upstream.host} sent a stream that could not be translated "
-                        f"({type(exc).__name__})",
-                        status=502,
-                    )
-                    # The translator may be left midway: the error event goes out regardless.
-                    events.extend(translator.fail(error) or [error.event()])
-                if events:
-                    for event in events:
-                        failure = _observe(exchange, event, upstream)
-                        error = error or failure
-                    pending.append(_encode(events))
-                if isinstance(item, bytes):
-                    batch += len(item)
-                    if batch >= BATCH_BYTES:
-                        if pending:
-                            yield b"".join(pending)
-                            pending.clear()
-                            last_sent = self.clock()
-                        batch = 0
-                        await asyncio.sleep(0)  # one stream's flood must not hold the others
-            if pending:
-                yield b"".join(pending)
-            complete = error is None
-        finally:
-            ticker.stop()
-            self.drain.unwatch(queue)
-            # Nothing more is translated: what the reader still reads (the body's tail) is
-            # dropped, so it never waits for room.
-            backlog.close()
-            while not queue.empty():
-                queue.get_nowait()
-            try:
-                with anyio.CancelScope(shield=True):  # even when the client went away
-                    if complete:
-                        # The body's last bytes follow [DONE]: reading them lets the upstream
-                        # connection go back to the pool instead of being dropped.
-                        await asyncio.wait({reader}, timeout=BODY_TAIL_TIMEOUT)
-                    stop_reading.cancel()
-                    await asyncio.wait({reader})
-                    await stack.aclose()
-            finally:
-                if ends:
-                    _account_upstream(exchange, translator.upstream_usage)
-                else:  # one turn of several: each turn's counts
-                    websearch.turn_usage(exchange, translator.upstream_usage)
-                if not complete and error is None:
-                    # Closed mid-stream by its client (uvicorn cancels the response when the
-                    # connection goes): what it got is what counts.
-                    exchange.cancelled = True
-                    exchange.output_tokens = exchange.output_so_far
-                if ends:
-                    self.end(exchange, 200, error)
+    ) -> AsyncGenerator[bytes, object]:
+        """The client's stream of one upstream stream, for a consumer that takes its pieces
+        (the recording tap, the search loop); it ends the exchange unless not `ends` (one turn
+        of several: `websearch.loop` ends it)."""
+        return _pulled(_Relay(self, stack, upstream, translator, exchange, ends), chunks)
 
     # -- count_tokens --------------------------------------------------------------------
 
@@ -605,84 +459,461 @@ def _encode(events: list[dict[str, Any]]) -> bytes:
     return b"".join(map(encode_event, events))
 
 
-class _Ticker:
-    """Puts `_TICK` into a relay's queue every `period` seconds until stopped (skipping a
-    tick when the queue is full: the relay has items to wake it)."""
+Write = Callable[[bytes], Awaitable[None]]
+"""Sends bytes of the event stream to the client (`app.Relayed`)."""
 
-    def __init__(self, queue: asyncio.Queue[object], period: float) -> None:
-        self._queue = queue
+_PING = _encode([{"type": "ping"}])
+
+
+class _Relay:
+    """What relaying one upstream stream takes, however its pieces come (`_pulled` or
+    `_written`): translating them, accounting, noticing silences, and the end."""
+
+    def __init__(
+        self,
+        pipeline: Pipeline,
+        stack: AsyncExitStack,
+        upstream: Upstream,
+        translator: EventSource,
+        exchange: Exchange,
+        ends: bool,
+    ) -> None:
+        self.pipeline = pipeline
+        self.stack = stack
+        self.upstream = upstream
+        self.translator = translator
+        self.exchange = exchange
+        self.ends = ends
+        self.clock = pipeline.clock
+        self.drain = pipeline.drain
+        self.decoder = SSEDecoder()
+        self.interval = pipeline.settings.ping_interval
+        # An upstream that sends no complete event for this long has stalled, even if it
+        # drips a byte now and then (which keeps httpx's own read timeout from firing).
+        self.idle = pipeline.settings.read_timeout
+        # Silences are noticed by a clock that ticks a few times per interval (`_Ticker`): a
+        # timeout around every read would start and cancel a timer for every chunk.
+        self.period = min(self.interval, self.idle) / TICKS_PER_INTERVAL
+        self.unframed = 0  # bytes received since the last complete upstream event
+        self.error: BridgeError | None = None
+        self.complete = False
+        self.last_sent = self.last_event = 0.0
+
+    def opening(self) -> bytes:
+        opening = self.translator.start()
+        for event in opening:
+            if event["type"] == "message_start":
+                # Its input estimate, kept if the client leaves early; not its output (a
+                # placeholder 1), which would hide the progress made so far.
+                usage = event["message"].get("usage") or {}
+                _account(self.exchange, {k: v for k, v in usage.items() if k != "output_tokens"})
+        self.last_sent = self.last_event = self.clock()
+        return _encode(opening)
+
+    def silence(self) -> BridgeError | bytes | None:
+        """At a tick while nothing is being sent: the stall's error, a ping, or nothing."""
+        now = self.clock()
+        if now - self.last_event >= self.idle:
+            return UpstreamError(
+                f"upstream {self.upstream.host} sent nothing usable for {self.idle:g} s",
+                status=504,
+                type="timeout_error",
+            )
+        if now - self.last_sent >= self.interval:
+            return _PING  # Claude Code aborts streams that stay quiet; buffered tool calls count
+        return None
+
+    def pinged(self) -> None:
+        self.exchange.pings += 1
+        self.last_sent = self.clock()
+
+    def take(self, item: object) -> bytes:
+        """The client's bytes for one item: upstream bytes, `_END` or a failure (b"": none)."""
+        translator, exchange, upstream = self.translator, self.exchange, self.upstream
+        if isinstance(item, bytes) and self.drain.expired:
+            item = self.drain.error()
+        # Filled as translated: if the translation breaks, what came before it still goes.
+        events: list[dict[str, Any]] = []
+        try:
+            if isinstance(item, bytes):  # the usual item first
+                if exchange.first_byte is None:
+                    exchange.first_byte = self.clock()
+                decoded = self.decoder.decode(item)
+                self.unframed = 0 if decoded else self.unframed + len(item)
+                if decoded:
+                    self.last_event = self.clock()
+                if self.unframed > MAX_EVENT_BYTES:
+                    self.error = UpstreamError(
+                        f"upstream {upstream.host} sent an event of more than "
+                        f"{MAX_EVENT_BYTES} bytes"
+                    )
+                    events.extend(translator.fail(self.error))
+                else:
+                    _feed(translator, decoded, events)
+            elif item is _END:
+                _feed(translator, self.decoder.flush(), events)
+                if not translator.done:
+                    events.extend(translator.finish())
+            else:
+                assert isinstance(item, BridgeError)
+                self.error = item
+                events.extend(translator.fail(item))
+        except Exception as exc:  # whatever the upstream sent, the client gets an ending
+            log.exception(
+                "translating the upstream stream failed", extra={"request_id": exchange.id}
+            )
+            self.error = UpstreamError(
+                f"upstream {upstream.host} sent a stream that could not be translated "
+                f"({type(exc).__name__})",
+                status=502,
+            )
+            # The translator may be left midway: the error event goes out regardless.
+            events.extend(translator.fail(self.error) or [self.error.event()])
+        if not events:
+            return b""
+        error = self.error
+        for event in events:
+            failure = _observe(exchange, event, upstream)
+            error = error or failure
+        self.error = error
+        return _encode(events)
+
+    async def end(self, stop: Callable[[], Awaitable[None]]) -> None:
+        """Once nothing more is translated: `stop` reading, close the upstream, account."""
+        exchange = self.exchange
+        try:
+            with anyio.CancelScope(shield=True):  # even when the client went away
+                await stop()
+                await self.stack.aclose()
+        finally:
+            if self.ends:
+                _account_upstream(exchange, self.translator.upstream_usage)
+            else:  # one turn of several: each turn's counts
+                websearch.turn_usage(exchange, self.translator.upstream_usage)
+            if not self.complete and self.error is None:
+                # Closed mid-stream by its client (uvicorn cancels the response when the
+                # connection goes): what it got is what counts.
+                exchange.cancelled = True
+                exchange.output_tokens = exchange.output_so_far
+            if self.ends:
+                self.pipeline.end(exchange, 200, self.error)
+
+
+async def _pulled(relay: _Relay, chunks: AsyncIterator[bytes]) -> AsyncGenerator[bytes, object]:
+    """`Pipeline._relay`: a reader task reads ahead of the consumer into an inbox, where the
+    ticker's ticks and the drain's error come too."""
+    inbox = _Inbox()
+    # The reader is stopped through an anyio scope, never `Task.cancel()`: a transport on
+    # httpcore (httpx's own, which a user's replay or test may still pass in) shields its
+    # connection bookkeeping from the former only, and a plain cancel landing while the
+    # reader closes the response at the end of the body loses the connection from that pool
+    # for good (under load it runs dry).
+    stop_reading = anyio.CancelScope()
+    reader = asyncio.create_task(_read_into(chunks, inbox, stop_reading))
+    translator = relay.translator
+    ticker = _Ticker(inbox.tick, relay.period)
+    relay.drain.watch(inbox)
+    batch = 0  # bytes translated since the relay last waited
+
+    async def stop() -> None:
+        if relay.complete:
+            # The body's last bytes follow [DONE]: reading them lets the upstream
+            # connection go back to the pool instead of being dropped.
+            await asyncio.wait({reader}, timeout=BODY_TAIL_TIMEOUT)
+        stop_reading.cancel()
+        await asyncio.wait({reader})
+
+    try:
+        yield relay.opening()
+        # Events of pieces read ahead go out together, in one write once the queue is
+        # empty (or `BATCH_BYTES` in): a burst costs one send, not one per piece.
+        pending: list[bytes] = []
+        while not translator.done:
+            if inbox.empty():
+                if pending:
+                    yield b"".join(pending)
+                    pending.clear()
+                    relay.last_sent = relay.clock()
+                    continue  # more may have come while the client took them
+                batch = 0
+                item = await inbox.get()
+            else:
+                item = inbox.get_nowait()
+            if item is _TICK:
+                if pending:
+                    continue  # events are about to go: no ping, nor a stall
+                item = relay.silence()
+                if item is None:
+                    continue
+                if item is _PING:
+                    yield _PING
+                    relay.pinged()
+                    continue
+            out = relay.take(item)
+            if out:
+                pending.append(out)
+            if isinstance(item, bytes):
+                batch += len(item)
+                if batch >= BATCH_BYTES:
+                    if pending:
+                        yield b"".join(pending)
+                        pending.clear()
+                        relay.last_sent = relay.clock()
+                    batch = 0
+                    await asyncio.sleep(0)  # one stream's flood must not hold the others
+        if pending:
+            yield b"".join(pending)
+        relay.complete = relay.error is None
+    finally:
+        ticker.stop()
+        relay.drain.unwatch(inbox)
+        # Nothing more is translated: what the reader still reads (the body's tail) is
+        # dropped, so it never waits for room.
+        inbox.close()
+        await relay.end(stop)
+
+
+async def _written(
+    relay: _Relay, chunks: AsyncIterator[bytes]
+) -> AsyncGenerator[bytes, Write | None]:
+    """`Pipeline._relay` for the client's own response (`app.Relayed`), which sends it a
+    `Write` after the opening: each upstream piece is then read, translated and written in the
+    response's task, one task step per piece where a reader task would make it two. A started
+    one that is never sent its `Write` is finalized (the upstream closed) as any abandoned
+    generator."""
+    pump = _Pump(relay, chunks)
+    try:
+        write = yield relay.opening()
+        assert write is not None, "a written relay is sent its Write after the opening"
+        await pump.run(write)
+    finally:
+        await relay.end(pump.stop)
+
+
+class _Pump:
+    """`_written`'s: reads, translates and writes in one task. While it waits for the
+    upstream the ticker acts for it: it pings (a task of its own, rare) or, on a stall, stops
+    the read through an anyio scope (see `_pulled` on why anyio's); the drain's error stops
+    it alike. While it writes, a silence is the client's, not the upstream's."""
+
+    __slots__ = ("_relay", "_scope", "chunks", "failure", "pinging", "reading", "write")
+
+    def __init__(self, relay: _Relay, chunks: AsyncIterator[bytes]) -> None:
+        self._relay = relay
+        self.chunks = chunks
+        self._scope = anyio.CancelScope()
+        self.reading = False  # waiting for the upstream
+        self.failure: BridgeError | None = None  # why the read was stopped
+        self.pinging: asyncio.Task[None] | None = None
+        self.write: Write | None = None
+
+    # -- the drain's view (`drain.Inbox`): woken at expiry while it waits for the upstream
+
+    def empty(self) -> bool:
+        return self.reading
+
+    def put_nowait(self, item: object) -> None:
+        assert isinstance(item, BridgeError)
+        self._stop(item)
+
+    def _stop(self, failure: BridgeError) -> None:
+        if self.failure is None:
+            self.failure = failure
+        self._scope.cancel()
+
+    def tick(self) -> None:
+        if not self.reading or self.pinging is not None:
+            return
+        silence = self._relay.silence()
+        if isinstance(silence, BridgeError):
+            self._stop(silence)
+        elif silence is not None:
+            self.pinging = asyncio.get_running_loop().create_task(self._ping())
+
+    async def _ping(self) -> None:
+        assert self.write is not None
+        try:
+            await self.write(_PING)
+            self._relay.pinged()
+        finally:
+            self.pinging = None
+
+    async def run(self, write: Write) -> None:
+        relay = self._relay
+        translator = relay.translator
+        self.write = write
+        ticker = _Ticker(self.tick, relay.period)
+        relay.drain.watch(self)
+        batch = 0  # bytes translated since the pump last let the others run
+        item: object = _END
+        try:
+            with self._scope:
+                try:
+                    self.reading = True
+                    async for piece in self.chunks:
+                        self.reading = False
+                        out = relay.take(piece)
+                        if out:
+                            await write(out)
+                            relay.last_sent = relay.clock()
+                        if translator.done:
+                            break
+                        batch += len(piece)
+                        if batch >= BATCH_BYTES:
+                            batch = 0
+                            await asyncio.sleep(0)  # one stream's flood must not hold the others
+                        self.reading = True
+                except UpstreamError as exc:
+                    item = exc
+                except Exception as exc:  # whatever it was, the stream must end (with an error)
+                    log.exception("reading the upstream stream failed")
+                    item = UpstreamError(
+                        f"reading the upstream stream failed: {type(exc).__name__}"
+                    )
+            self.reading = False
+            if self._scope.cancelled_caught:
+                assert self.failure is not None
+                item = self.failure
+            if not translator.done:
+                out = relay.take(item)
+                if out:
+                    await write(out)
+            relay.complete = relay.error is None
+        finally:
+            self.reading = False
+            ticker.stop()
+            relay.drain.unwatch(self)
+
+    async def stop(self) -> None:
+        """After the last event: no ping goes after it; the body's tail is read, if the stream
+        was complete (the upstream connection then goes back to the pool, not dropped)."""
+        pinging = self.pinging
+        if pinging is not None:
+            pinging.cancel()
+            await asyncio.wait({pinging})
+        if self._relay.complete:
+            with anyio.move_on_after(BODY_TAIL_TIMEOUT):
+                try:
+                    async for _ in self.chunks:
+                        pass
+                except Exception:  # a broken tail changes nothing the client got
+                    pass
+
+
+class _Ticker:
+    """Calls `tick` every `period` seconds until stopped."""
+
+    def __init__(self, tick: Callable[[], None], period: float) -> None:
+        self._on_tick = tick
         self._period = period
         self._loop = asyncio.get_running_loop()
         self._handle = self._loop.call_later(period, self._tick)
 
     def _tick(self) -> None:
-        if not self._queue.full():
-            self._queue.put_nowait(_TICK)
+        self._on_tick()
         self._handle = self._loop.call_later(self._period, self._tick)
 
     def stop(self) -> None:
         self._handle.cancel()
 
 
-class _Backlog:
-    """Bytes the reader queued and the relay has not taken yet. The reader waits while there
-    are `limit` or more (one piece always goes, however big, so nothing can stall)."""
+class _Inbox:
+    """What a `_pulled` relay takes, in order: the reader's upstream pieces, then `_END` or an
+    error; the ticker's `_TICK`s and the drain's error in between. The reader waits while there are
+    `READ_AHEAD` items, or `READ_AHEAD_BYTES` of pieces, in (one piece always goes, however
+    big, so nothing can stall).
 
-    def __init__(self, limit: int) -> None:
-        self.limit = limit
-        self.size = 0
+    A deque and a future for each side: `asyncio.Queue` plus a byte count cost a dozen calls
+    (and a `getpid`) on every piece of every stream."""
+
+    __slots__ = ("_getter", "_items", "_loop", "_room", "closed", "size")
+
+    def __init__(self) -> None:
+        self._items: deque[object] = deque()
+        self._loop = asyncio.get_running_loop()
+        self._getter: asyncio.Future[None] | None = None  # the relay, waiting for an item
+        self._room: asyncio.Future[None] | None = None  # the reader, waiting for room
+        self.size = 0  # bytes of the pieces in
         self.closed = False
-        self._room = asyncio.Event()
 
-    def fits(self, size: int) -> bool:
-        """Whether `size` bytes more go without waiting (`reserve` then returns at once)."""
-        return not self.closed and (not self.size or self.size + size <= self.limit)
+    def empty(self) -> bool:
+        return not self._items
 
-    async def reserve(self, size: int) -> bool:
-        """Room for `size` bytes more; False once the relay takes no more (drop the piece)."""
-        while not self.closed and self.size and self.size + size > self.limit:
-            self._room.clear()
-            await self._room.wait()
-        if self.closed:
-            await asyncio.sleep(0)  # a reader dropping a tail must still be stoppable
+    def tick(self) -> None:
+        """A `_TICK` in, unless it is full (the relay has items to wake it)."""
+        if len(self._items) < READ_AHEAD:
+            self.put_nowait(_TICK)
+
+    def put_nowait(self, item: object) -> None:
+        """`item` in, room or not (not a piece: the bytes in count only what `offer` puts)."""
+        self._items.append(item)
+        getter = self._getter
+        if getter is not None:
+            self._getter = None
+            if not getter.done():
+                getter.set_result(None)
+
+    def offer(self, item: object) -> bool:
+        """`item` in if there is room now (the usual case: no coroutine per piece)."""
+        size = len(item) if isinstance(item, bytes) else 0
+        if (
+            self.closed
+            or len(self._items) >= READ_AHEAD
+            or (size and self.size and self.size + size > READ_AHEAD_BYTES)
+        ):
             return False
         self.size += size
+        self.put_nowait(item)
         return True
 
-    def release(self, size: int) -> None:
-        self.size -= size
-        self._room.set()
+    async def put(self, item: object) -> None:
+        """`item` in once there is room; dropped once the relay takes no more."""
+        while not self.offer(item):
+            if self.closed:
+                await asyncio.sleep(0)  # a reader dropping a tail must still be stoppable
+                return
+            room = self._room = self._loop.create_future()
+            await room
+
+    def get_nowait(self) -> object:
+        item = self._items.popleft()
+        if isinstance(item, bytes):
+            self.size -= len(item)
+        room = self._room
+        if room is not None:
+            self._room = None
+            if not room.done():
+                room.set_result(None)
+        return item
+
+    async def get(self) -> object:
+        while not self._items:
+            getter = self._getter = self._loop.create_future()
+            await getter
+        return self.get_nowait()
 
     def close(self) -> None:
+        """The relay takes no more: what is in goes, what comes is dropped, nobody waits."""
         self.closed = True
-        self._room.set()
+        self._items.clear()
+        self.size = 0
+        room = self._room
+        if room is not None and not room.done():
+            room.set_result(None)
 
 
-async def _read_into(
-    chunks: AsyncIterator[bytes],
-    queue: asyncio.Queue[object],
-    backlog: _Backlog,
-    scope: anyio.CancelScope,
-) -> None:
+async def _read_into(chunks: AsyncIterator[bytes], inbox: _Inbox, scope: anyio.CancelScope) -> None:
     with scope:
         try:
             async for chunk in chunks:
-                size = len(chunk)
-                # Without a wait when there is room (the usual case): no coroutine per piece.
-                if backlog.fits(size):
-                    backlog.size += size
-                elif not await backlog.reserve(size):
-                    continue
-                if queue.full():
-                    await queue.put(chunk)
-                else:
-                    queue.put_nowait(chunk)
+                if not inbox.offer(chunk):
+                    await inbox.put(chunk)
         except UpstreamError as exc:
-            await queue.put(exc)
+            await inbox.put(exc)
             return
         except Exception as exc:  # whatever it was, the stream must end (with an error)
             log.exception("reading the upstream stream failed")
             failure = f"reading the upstream stream failed: {type(exc).__name__}"
-            await queue.put(UpstreamError(failure))
+            await inbox.put(UpstreamError(failure))
             return
-        await queue.put(_END)
+        await inbox.put(_END)

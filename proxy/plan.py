@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
+from functools import cached_property
 from typing import Any
 
 from .config import Settings, UpstreamSettings
@@ -42,8 +43,15 @@ class Asked:
     """Its JSON as sent (pass-through forwards it)."""
     request: MessagesRequest
     session_id: str | None
-    features: Features = PLAIN
-    """What routing rules may ask of it."""
+    size: int
+    """The body's length in bytes."""
+    headers: Mapping[str, str]
+    """The client's headers."""
+
+    @cached_property
+    def features(self) -> Features:
+        """What routing rules may ask of it (a walk of every block: made for rules only)."""
+        return request_features(self.request, self.size, self.headers)
 
 
 def read(raw: bytes, client_headers: Mapping[str, str], *, payloads_elided: bool = False) -> Asked:
@@ -52,7 +60,7 @@ def read(raw: bytes, client_headers: Mapping[str, str], *, payloads_elided: bool
     data = parse_object(raw)
     session = session_id(client_headers, data)
     request = validate(data, MessagesRequest, payloads_elided=payloads_elided)
-    return Asked(data, request, session, request_features(request, len(raw), client_headers))
+    return Asked(data, request, session, len(raw), client_headers)
 
 
 def routed(settings: Settings, client_model: str, features: Features = PLAIN) -> Route:
@@ -141,7 +149,8 @@ def plan(
     told; a new message id unless given (a second upstream turn for the same client message
     keeps the first's)."""
     asked = raw if isinstance(raw, Asked) else read(raw, client_headers)
-    to = to or routed(settings, asked.request.model, asked.features)
+    # Only a rule looks at the features: without rules they are not made.
+    to = to or routed(settings, asked.request.model, asked.features if settings.routes else PLAIN)
     endpoint = endpoints[to.upstream]
     dialect = dialect or dialects.choose(
         endpoint.mode, endpoint.provider, endpoint.base_url, to.model

@@ -29,8 +29,8 @@ import asyncio
 import os
 import ssl
 import urllib.request
-from collections.abc import AsyncIterator, Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator
+from types import TracebackType
 from typing import Any
 
 import aiohttp
@@ -114,7 +114,7 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         timeout = request.extensions.get("timeout") or self._default
         await self._acquire(timeout.get("pool"), request)
         try:
-            with _mapped(request):
+            with _Mapped(request):
                 response = await session.request(
                     request.method,
                     URL(target, encoded=True),
@@ -222,7 +222,7 @@ class _Body(httpx.AsyncByteStream):
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
         content = self._response.content
-        with _mapped(self._request):
+        with _Mapped(self._request):
             while chunk := await content.readany():
                 yield chunk
 
@@ -275,15 +275,28 @@ _ERRORS: tuple[tuple[type[Exception], type[httpx.TransportError]], ...] = (
 )
 
 
-@contextmanager
-def _mapped(request: httpx.Request) -> Iterator[None]:
-    try:
-        yield
-    except aiohttp.ClientError as exc:
-        for theirs, ours in _ERRORS:
-            if isinstance(exc, theirs):
-                raise ours(failure_words(exc), request=request) from exc
-        raise  # unreachable: the last entry takes every ClientError
+class _Mapped:
+    """`with _Mapped(request):` aiohttp's failures inside the block become httpx's. A class
+    rather than a generator: every request enters it twice."""
+
+    __slots__ = ("_request",)
+
+    def __init__(self, request: httpx.Request) -> None:
+        self._request = request
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        exc: BaseException | None,
+        trace: TracebackType | None,
+    ) -> None:
+        if isinstance(exc, aiohttp.ClientError):  # the last entry of `_ERRORS` takes any
+            for theirs, ours in _ERRORS:
+                if isinstance(exc, theirs):
+                    raise ours(failure_words(exc), request=self._request) from exc
 
 
 def failure_words(exc: aiohttp.ClientError) -> str:

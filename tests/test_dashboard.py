@@ -23,6 +23,7 @@ from typer.testing import CliRunner
 
 from claude_bridge.cli import dashboard as dashboard_module
 from claude_bridge.cli import render
+from claude_bridge.cli.commands import serve as serve_command
 from claude_bridge.cli.commands.serve import JsonEvents, secrets_of
 from claude_bridge.cli.dashboard import Dashboard, percentile
 from claude_bridge.cli.main import app
@@ -361,6 +362,20 @@ def test_exchange_line() -> None:
     assert "timeout_error: timed out waiting for upstream" in exchange_line(ex).plain
 
 
+def test_request_line_pieces_are_the_line() -> None:
+    """`serve` prints the pieces joined where no terminal shows styles: the same line."""
+    ok = exchange(
+        "a1b2c3", T0, first_byte=T0 + 0.3, finished=T0 + 1.5, status=200, input_tokens=12,
+        output_tokens=3, stop_reason="end_turn", session_id="0123456789", agent_id="a7", **SONNET,
+    )  # fmt: skip
+    cut = exchange("d4e5f6", T0, stream=True, finished=T0 + 9, status=200, cancelled=True)
+    failed = exchange("a7b8c9", T0, finished=T0 + 2, status=502, error="bad\ngateway", **HAIKU)
+    for ex in (ok, cut, failed):
+        for at in (WALL0, None):
+            pieces = render.exchange_pieces(ex, at)
+            assert "".join(text for text, _ in pieces) == exchange_line(ex, at).plain
+
+
 def test_json_events_one_object_per_line_per_event() -> None:
     out = io.StringIO()
     events = JsonEvents(out, logs.Redactor([SECRET]))
@@ -400,6 +415,54 @@ def restore_logging() -> Iterator[None]:
             if handler not in handlers:
                 handler.close()
         logger.handlers[:], logger.level, logger.propagate = handlers, level, propagate
+
+
+def test_serve_prints_each_finished_request_as_its_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`serve --no-dashboard` prints cheaper than through a rich `Text`, but the same."""
+    ok = exchange("a1b2c3", T0, finished=T0 + 1, status=200, stop_reason="end_turn", **SONNET)
+    odd = exchange("d4e5f6", T0, finished=T0 + 2, status=502, error="bad\tgate\x07way", **HAIKU)
+    monkeypatch.setattr(
+        serve_command, "datetime", type("Now", (), {"now": staticmethod(lambda: WALL0)})
+    )
+    for terminal in (True, False):
+        for ex in (ok, odd):
+            printed, expected = io.StringIO(), io.StringIO()
+            colors = "standard" if terminal else None
+            console = Console(file=printed, width=60, force_terminal=terminal, color_system=colors)
+            monkeypatch.setattr(serve_command, "stdout", console)
+            serve_command.print_line("finish", ex)
+            line = exchange_line(ex, WALL0)
+            if terminal:
+                Console(file=expected, width=60, force_terminal=True, color_system=colors).print(
+                    line, soft_wrap=True, highlight=False
+                )
+            else:  # a pipe or a file: the plain text
+                expected.write(line.plain + "\n")
+            assert printed.getvalue() == expected.getvalue()
+
+
+@pytest.mark.usefixtures("restore_logging")
+def test_request_records_are_built_only_for_a_handler_that_takes_them(tmp_path: Path) -> None:
+    requests = logging.getLogger(logs.REQUESTS_LOGGER)
+    logs.configure("info", io.StringIO())  # the console shows warnings: no record per request
+    assert not logs.handled(requests, logging.INFO)
+    assert logs.handled(requests, logging.WARNING)
+    logs.configure("info", io.StringIO(), file=tmp_path / "bridge.jsonl")
+    assert logs.handled(requests, logging.INFO)
+    assert not logs.handled(requests, logging.DEBUG)
+
+
+def test_a_listener_hears_the_kinds_it_subscribed_to_in_subscription_order() -> None:
+    bus, heard = Bus(), []
+    bus.subscribe(lambda kind, _: heard.append(f"first {kind}"))
+    bus.subscribe(lambda kind, _: heard.append(f"ends {kind}"), ("start", "finish"))
+    bus.subscribe(lambda kind, _: heard.append(f"last {kind}"))
+    for kind in ("start", "routed", "finish"):
+        bus.publish(kind, exchange("a1b2c3", T0))
+    assert heard == [
+        "first start", "ends start", "last start", "first routed", "last routed",
+        "first finish", "ends finish", "last finish",
+    ]  # fmt: skip
 
 
 def read_records(path: Path) -> list[dict[str, object]]:

@@ -14,6 +14,7 @@ gets a valid Anthropic answer, over real HTTP (the scripted upstream of tests/up
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gzip
 import json
 import random
@@ -430,6 +431,35 @@ def test_the_read_ahead_is_bounded_in_bytes() -> None:
 
     asyncio.run(main())
     assert pulled <= pipeline_module.READ_AHEAD_BYTES + 2 * len(PIECE)
+
+
+def test_the_read_ahead_is_bounded_in_pieces() -> None:
+    """Small pieces stop the reader after `READ_AHEAD` of them; taking them lets it go on."""
+    pulled = 0
+
+    async def endless() -> AsyncIterator[bytes]:
+        nonlocal pulled
+        while True:
+            pulled += 1
+            yield b": keep-alive\n"
+
+    async def main() -> tuple[int, int]:
+        relay = relay_over(endless())
+        await anext(relay)  # message_start: the reader runs from here on
+        for _ in range(200):
+            await asyncio.sleep(0)
+        held = pulled
+        waiting = asyncio.ensure_future(anext(relay))  # takes what is in: the reader goes on
+        for _ in range(200):
+            await asyncio.sleep(0)
+        waiting.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await waiting
+        return held, pulled
+
+    held, later = asyncio.run(main())
+    assert held <= pipeline_module.READ_AHEAD + 2
+    assert later > held
 
 
 def test_a_flood_lets_other_requests_run() -> None:

@@ -26,7 +26,13 @@ from claude_bridge.proxy.core.errors import InvalidRequest
 from claude_bridge.proxy.core.tokens import count_request_tokens
 from claude_bridge.proxy.core.validation import parse_body
 from claude_bridge.proxy.models.anthropic import CountTokensRequest
-from claude_bridge.proxy.offload import OFFLOAD_OBJECTS, Offload, WorkerFailed, worth_offloading
+from claude_bridge.proxy.offload import (
+    OFFLOAD_BYTES,
+    OFFLOAD_OBJECTS,
+    Offload,
+    WorkerFailed,
+    worth_offloading,
+)
 from claude_bridge.proxy.plan import plan
 from claude_bridge.proxy.tokenizer import count_text
 
@@ -96,6 +102,9 @@ def test_what_goes_to_a_worker_is_what_takes_long() -> None:
     assert worth_offloading(json.dumps(big_body()).encode())  # 3,001 turns
     huge = big_body(messages=[{"role": "user", "content": "word " * 2_000_000}])
     assert worth_offloading(json.dumps(huge).encode())  # 10 MB: dumped and copied, too
+    at_the_limit = b"{" * OFFLOAD_OBJECTS + b" " * OFFLOAD_BYTES  # counted, never parsed
+    assert not worth_offloading(at_the_limit)
+    assert worth_offloading(b"{" + at_the_limit)
 
 
 # -- the pool of workers ---------------------------------------------------------------------

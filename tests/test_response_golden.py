@@ -61,7 +61,7 @@ def context_for(case: str) -> tuple[ReplyContext, int]:
         message_id=MESSAGE_ID,
         tool_names=names,
         stop_sequences=stops,
-        input_estimate=extra.get("input_estimate", 0),
+        input_count=extra.get("input_estimate", 0),
     )
     return ctx, extra.get("output_estimate", 0)
 

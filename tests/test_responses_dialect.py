@@ -107,7 +107,7 @@ def _context(folder: Path, case: str) -> ReplyContext:
         translated = _translate(path.read_bytes())
         names, nulls = translated.tool_names, translated.added_nulls
     return ReplyContext(
-        model=MODEL, message_id=MESSAGE_ID, tool_names=names, input_estimate=42, added_nulls=nulls
+        model=MODEL, message_id=MESSAGE_ID, tool_names=names, input_count=42, added_nulls=nulls
     )
 
 

@@ -9,10 +9,12 @@ from upstream import FakeUpstream, JSONReply, completion
 
 from claude_bridge.cli.render import exchange_line
 from claude_bridge.proxy.app import create_app
+from claude_bridge.proxy.config import RouteRule, Settings
 from claude_bridge.proxy.core.features import PLAIN, Features, request_features
 from claude_bridge.proxy.core.routing import DEFAULT_UPSTREAM, Route, Rule, route
 from claude_bridge.proxy.events import Bus, Exchange
 from claude_bridge.proxy.models.anthropic import MessagesRequest
+from claude_bridge.proxy.plan import plan, read
 
 
 @pytest.mark.parametrize(
@@ -195,3 +197,21 @@ def test_feature_rules_over_the_wire_and_on_the_request_line(upstream: FakeUpstr
     assert "→ reasoner [rule 1]" in lines[0]
     assert "↳ opus-4-6 → helper [rule 2]" in lines[1]
     assert "[rule" not in lines[2] and "↳" not in lines[2]
+
+
+def test_the_features_are_made_only_for_rules_to_look_at() -> None:
+    """Finding them walks every block of the conversation: a body routed without rules is
+    spared it."""
+    body = b'{"model": "claude-opus-4-6", "max_tokens": 8, "thinking": {"type": "adaptive"},'
+    body += b' "messages": [{"role": "user", "content": "Hi"}]}'
+    plain = Settings(openai_base_url="http://127.0.0.1:9/v1", big_model="big")
+    asked = read(body, {})
+    assert plan(asked, plain, plain.endpoints(), {}).upstream_model == "big"
+    assert "features" not in vars(asked)
+    ruled = Settings(
+        openai_base_url="http://127.0.0.1:9/v1",
+        big_model="big",
+        routes=[RouteRule(pattern="*", thinking=True, model="r")],
+    )
+    assert plan(asked, ruled, ruled.endpoints(), {}).upstream_model == "r"
+    assert asked.features.thinking

@@ -46,7 +46,7 @@ CTX = ReplyContext(
     message_id="msg_01TESTSTREAM000000000000",
     tool_names=ToolNames([LONG_TOOL, "read_file", "bash"]),
     stop_sequences=("</answer>",),
-    input_estimate=42,
+    input_count=42,
 )
 
 

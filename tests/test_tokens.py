@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import pickle
 import socket
 import struct
 from pathlib import Path
@@ -12,6 +13,9 @@ from typing import Any
 import pytest
 
 from claude_bridge.proxy import tokenizer
+from claude_bridge.proxy.core.context import ReplyContext, message_start
+from claude_bridge.proxy.core.dialects.base import reply_context
+from claude_bridge.proxy.core.request import RequestOptions, translate_request
 from claude_bridge.proxy.core.tokens import (
     IMAGE_DEFAULT_TOKENS,
     IMAGE_MAX_TOKENS,
@@ -19,6 +23,7 @@ from claude_bridge.proxy.core.tokens import (
     image_size,
     image_tokens,
 )
+from claude_bridge.proxy.core.usage import anthropic_usage
 from claude_bridge.proxy.core.validation import parse_body
 from claude_bridge.proxy.models import anthropic as a
 
@@ -283,3 +288,29 @@ def test_a_huge_piece_without_spaces_is_still_counted() -> None:
     counted = tokenizer.count_text(blob)
     # Hard cuts cost at most a token or two at each window edge.
     assert exact <= counted <= exact + 2 * (len(blob) // tokenizer.WINDOW + 1)
+
+
+def test_the_reply_contexts_input_estimate_is_counted_only_when_read_and_once() -> None:
+    counted: list[int] = []
+
+    def count() -> int:
+        counted.append(1)
+        return 57
+
+    ctx = ReplyContext("m", "msg_1", input_count=count)
+    reported = {"prompt_tokens": 10, "completion_tokens": 2}
+    assert anthropic_usage(reported, ctx)["input_tokens"] == 10
+    assert counted == []  # the upstream said: nothing to count
+    assert anthropic_usage(None, ctx)["input_tokens"] == 57
+    assert message_start(ctx)[0]["message"]["usage"]["input_tokens"] == 57
+    assert counted == [1]
+
+
+def test_a_pickled_reply_context_carries_its_count_not_the_request() -> None:
+    """A worker process plans the biggest bodies: what comes back is the number."""
+    body = {"model": "m", "max_tokens": 10, "messages": [{"role": "user", "content": "hi " * 500}]}
+    asked = parse_body(json.dumps(body).encode(), a.MessagesRequest)
+    ctx = reply_context(asked, translate_request(asked, RequestOptions("m")), "msg_1")
+    again = pickle.loads(pickle.dumps(ctx))
+    assert again.input_count == again.input_estimate == ctx.input_estimate > 100
+    assert b"hi hi" not in pickle.dumps(ctx)

@@ -45,3 +45,22 @@ def test_numbers_json_cannot_carry_are_refused(number: float) -> None:
 
 def test_lone_surrogates_become_replacement_characters() -> None:
     assert dumps({"t": "cut \ud83d"}) == '{"t":"cut \ufffd"}'.encode()
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"messages": [{"role": "user", "content": "null"}], "tools": [{"x": (1.5, float("inf"))}]},
+        # Too many short values to walk: the output is searched for `null` instead.
+        {"messages": [{"content": "m"}] * 2_000 + [{"content": None, "n": float("nan")}]},
+    ],
+    ids=["nested", "past-the-walk"],
+)
+def test_numbers_json_cannot_carry_are_refused_wherever_they_are(body: dict[str, Any]) -> None:
+    with pytest.raises(InvalidRequest, match="NaN or Infinity"):
+        dumps(body)
+
+
+def test_bodies_with_nulls_past_the_walk_are_written_as_pythons_encoder_writes_them() -> None:
+    body = {"messages": [{"content": None, "n": 0.1}] * 2_000}
+    assert dumps(body) == _python(body)

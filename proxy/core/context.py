@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 from .ids import ToolNames
@@ -16,11 +18,23 @@ class ReplyContext:
     message_id: str
     tool_names: ToolNames = field(default_factory=ToolNames)
     stop_sequences: tuple[str, ...] = ()
-    input_estimate: int = 0
-    """Input tokens counted locally: stands in until (or unless) the upstream reports usage."""
+    input_count: int | Callable[[], int] = 0
+    """Input tokens counted locally, or how to count them: a body's count is made only when
+    read (`input_estimate`)."""
     added_nulls: AddedNulls = field(default_factory=AddedNulls)
     """Where the request's strict schemas made optional properties nullable: those nulls are
     taken out of the answer (`nulls.py`)."""
+
+    @cached_property
+    def input_estimate(self) -> int:
+        """Stands in until (or unless) the upstream reports usage: a stream's `message_start`
+        needs it; a JSON answer only without usage."""
+        count = self.input_count
+        return count if isinstance(count, int) else count()
+
+    def __getstate__(self) -> dict[str, Any]:
+        # Counted where it is pickled (a worker process): the count needs the whole request.
+        return {**self.__dict__, "input_count": self.input_estimate}
 
 
 def message_start(ctx: ReplyContext) -> list[dict[str, Any]]:

@@ -217,6 +217,10 @@ def _system_messages(request: a.MessagesRequest, ctx: Translation) -> list[dict[
         if block.text:
             parts.append(_text_part(block.text, block.cache_control, ctx))
     for message in request.messages:
+        if message.role != "system" and a.MidConversationSystemBlock not in map(
+            type, message.content
+        ):
+            continue  # most messages, looked through in C (validated blocks: the very class)
         for part in message.content:
             if isinstance(part, a.MidConversationSystemBlock):
                 if part.text:
@@ -335,7 +339,11 @@ def _search_call_id(block: a.ServerToolUseBlock, ctx: Translation) -> str:
 
 
 def _json(value: Any) -> str:
-    return json.dumps(value, ensure_ascii=False)
+    return _ENCODER.encode(value)
+
+
+# `json.dumps(value, ensure_ascii=False)` without building an encoder for every call.
+_ENCODER = json.JSONEncoder(ensure_ascii=False)
 
 
 def _restore_signature(

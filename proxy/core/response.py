@@ -73,6 +73,6 @@ def translate_response(
         "content": content,
         "stop_reason": reason,
         "stop_sequence": sequence,
-        "usage": anthropic_usage(usage, ctx.input_estimate, output_estimate),
+        "usage": anthropic_usage(usage, ctx, output_estimate),
     }
     return ctx.added_nulls.message(reply)  # what strict schemas added (nulls.py)

@@ -122,7 +122,7 @@ class Translator(FieldReader):
     def _stop(self, reason: str, sequence: str | None) -> list[Event]:
         """The normal ending: the stop reason and usage, then `message_stop`."""
         self._done = True
-        usage = anthropic_usage(self._usage, self._ctx.input_estimate, self.output_estimate)
+        usage = anthropic_usage(self._usage, self._ctx, self.output_estimate)
         return [
             {
                 "type": "message_delta",

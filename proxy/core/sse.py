@@ -102,6 +102,21 @@ class SSEDecoder:
             self._event = value.decode("utf-8", "replace")
 
 
+# The head of each event Anthropic's streams have, made once (others are made as they come).
+_HEADS = {
+    name: b"event: " + name.encode() + b"\ndata: "
+    for name in (
+        "message_start",
+        "content_block_start",
+        "content_block_delta",
+        "content_block_stop",
+        "message_delta",
+        "message_stop",
+        "ping",
+        "error",
+    )
+}
+
 _ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
 # Lone surrogates (from a `\ud83d` escape cut off upstream) have no UTF-8 form; escaped they do.
 _ASCII_ENCODER = json.JSONEncoder(separators=(",", ":"))
@@ -121,4 +136,5 @@ def encode_event(event: dict[str, Any]) -> bytes:
         except UnicodeEncodeError:
             data = _ASCII_ENCODER.encode(event).encode()
     name: str = event["type"]
-    return b"event: " + name.encode() + b"\ndata: " + data + b"\n\n"
+    head = _HEADS.get(name) or b"event: " + name.encode() + b"\ndata: "
+    return b"".join((head, data, b"\n\n"))

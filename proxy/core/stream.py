@@ -55,6 +55,8 @@ _HEX = frozenset("0123456789abcdefABCDEF")
 # Models write raw newlines and tabs inside strings; strict parsers (jiter in the Python SDK,
 # JSON.parse in the TS one) reject them, so they are sent escaped.
 _CONTROL_ESCAPES = {"\n": "\\n", "\r": "\\r", "\t": "\\t", "\b": "\\b", "\f": "\\f"}
+# Where a delta may carry reasoning (`reasoning.reasoning_text`): most deltas have none of them.
+_REASONING_FIELDS = frozenset(("reasoning_details", "reasoning_content", "reasoning"))
 
 
 class _Arguments:
@@ -313,7 +315,7 @@ class StreamTranslator(Translator):
             return []
         if chunk.get("error") or chunk.get("object") == "error":
             return self.fail(from_stream_error(chunk))
-        out = self.start()
+        out = [] if self._started else self.start()
         usage = chunk.get("usage")
         if usage and isinstance(usage, dict):
             # The last one wins: servers repeat it, never split it.
@@ -349,6 +351,22 @@ class StreamTranslator(Translator):
     # -- content -------------------------------------------------------------------------
 
     def _delta(self, delta: dict[str, Any], out: list[Event]) -> None:
+        # A set test instead of three lookups: this runs on every chunk.
+        if self._reasoning_source is not None or not _REASONING_FIELDS.isdisjoint(delta):
+            self._reasoning(delta, out)
+        content = delta.get("content")
+        if content and isinstance(content, str):
+            self._saw_text = True
+            self._text(content, out)
+        refusal = delta.get("refusal")
+        if refusal and isinstance(refusal, str):
+            self._saw_refusal = True
+            self._text(refusal, out)
+        tool_calls = delta.get("tool_calls")
+        if tool_calls and isinstance(tool_calls, list):
+            self._tool_calls(tool_calls, out)
+
+    def _reasoning(self, delta: dict[str, Any], out: list[Event]) -> None:
         thinking, source = reasoning_text(delta, self._reasoning_source)
         self._reasoning_source = source
         details = delta.get("reasoning_details")  # OpenRouter's structured reasoning
@@ -369,17 +387,6 @@ class StreamTranslator(Translator):
             if signatures:
                 # They come before their calls; a call's block takes its signature into its id.
                 self._signatures.update(signatures)
-        content = delta.get("content")
-        if content and isinstance(content, str):
-            self._saw_text = True
-            self._text(content, out)
-        refusal = delta.get("refusal")
-        if refusal and isinstance(refusal, str):
-            self._saw_refusal = True
-            self._text(refusal, out)
-        tool_calls = delta.get("tool_calls")
-        if tool_calls and isinstance(tool_calls, list):
-            self._tool_calls(tool_calls, out)
 
     def _text(self, text: str, out: list[Event]) -> None:
         if self._open != "text":

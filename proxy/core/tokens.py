@@ -25,6 +25,8 @@ REQUEST_OVERHEAD = 3
 # An image whose size cannot be read counts as Anthropic's cap for a 1.15 megapixel image.
 IMAGE_DEFAULT_TOKENS = 1600
 IMAGE_MAX_TOKENS = 1600
+# `json.dumps(value, ensure_ascii=False)` without building an encoder for every call.
+_UNESCAPED = json.JSONEncoder(ensure_ascii=False)
 
 
 def count_request_tokens(request: a.CountTokensRequest, encode: Encoder) -> int:
@@ -48,7 +50,7 @@ def _blocks(blocks: Iterable[Any], encode: Encoder) -> int:
         elif isinstance(block, a.ThinkingBlock):
             total += encode(block.thinking)
         elif isinstance(block, a.ToolUseBlock):
-            total += encode(block.name) + encode(json.dumps(block.input, ensure_ascii=False))
+            total += encode(block.name) + encode(_UNESCAPED.encode(block.input))
         elif isinstance(block, a.ToolResultBlock):
             total += MESSAGE_OVERHEAD + _blocks(block.content or (), encode)
         elif isinstance(block, a.DocumentBlock):
@@ -56,7 +58,7 @@ def _blocks(blocks: Iterable[Any], encode: Encoder) -> int:
         elif isinstance(block, a.SearchResultBlock):
             total += encode(block.title) + encode(block.source) + _blocks(block.content, encode)
         else:
-            total += encode(json.dumps(block.model_dump(exclude_none=True), ensure_ascii=False))
+            total += encode(_UNESCAPED.encode(block.model_dump(exclude_none=True)))
     return total
 
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from .context import ReplyContext
+
 TIMINGS_KEY = "timings"
 
 
@@ -26,16 +28,17 @@ def _object(value: Any) -> dict[str, Any]:
 
 
 def anthropic_usage(
-    usage: dict[str, Any] | None, estimate_input: int = 0, estimate_output: int = 0
+    usage: dict[str, Any] | None, ctx: ReplyContext, estimate_output: int = 0
 ) -> dict[str, int]:
     """Anthropic's three input fields are disjoint and sum to the prompt; OpenAI's
     `prompt_tokens` already includes cached and written tokens, so they are split out.
 
-    Without upstream usage the estimates stand in: clients need integers, never nulls.
+    Without upstream usage the estimates stand in (`ctx.input_estimate`, counted only then):
+    clients need integers, never nulls.
     """
     if not usage:
         return {
-            "input_tokens": estimate_input,
+            "input_tokens": ctx.input_estimate,
             "cache_creation_input_tokens": 0,
             "cache_read_input_tokens": 0,
             "output_tokens": estimate_output,

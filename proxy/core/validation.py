@@ -110,7 +110,7 @@ def describe(exc: ValidationError) -> str:
 
 Problem = Literal["deep", "surrogate", "big number"]
 # orjson reads integers in [-2**63, 2**64) exactly; past that, a float at least this big.
-_ORJSON_EXACT = float(2**63)
+_BIG = float(2**63)
 
 
 def _scan(data: dict[str, Any], read_by_orjson: bool) -> Problem | None:
@@ -124,29 +124,35 @@ def _scan(data: dict[str, Any], read_by_orjson: bool) -> Problem | None:
     orjson refuses surrogates: what it read is looked at for floats that may have been big
     integers instead.
     """
-    stack: list[tuple[dict[str, Any] | list[Any], int]] = [(data, 0)]
-    while stack:
-        node, depth = stack.pop()
-        if isinstance(node, dict):
-            if not read_by_orjson:
-                for key in node:
-                    if not key.isascii() and _lone_surrogate(key):
-                        return "surrogate"
-            values: Iterable[Any] = node.values()
-        else:
-            values = node
+    level: list[Any] = [data]
+    depth = 0
+    # Level by level, so that the depth is the loop's: a stack of (node, depth) pairs cost a
+    # third of the time. Types are tested with `is`: both parsers make plain dicts and lists.
+    while level:
         depth += 1
-        if depth > MAX_DEPTH and node:
+        if depth > MAX_DEPTH and any(level):
             return "deep"
-        for value in values:
-            if isinstance(value, (dict, list)):
-                stack.append((value, depth))
-            elif read_by_orjson:
-                if type(value) is float and not -_ORJSON_EXACT < value < _ORJSON_EXACT:
+        below: list[Any] = []
+        for node in level:
+            if type(node) is dict:
+                if not read_by_orjson:
+                    for key in node:
+                        if not key.isascii() and _lone_surrogate(key):
+                            return "surrogate"
+                values: Iterable[Any] = node.values()
+            else:
+                values = node
+            for value in values:
+                kind = type(value)
+                if kind is str:
+                    # `isascii` is O(1) on CPython: only non-ASCII strings pay for the encode.
+                    if not read_by_orjson and not value.isascii() and _lone_surrogate(value):
+                        return "surrogate"
+                elif kind is dict or kind is list:
+                    below.append(value)
+                elif kind is float and read_by_orjson and not -_BIG < value < _BIG:
                     return "big number"
-            # `isascii` is O(1) on CPython: only non-ASCII strings pay for the encode.
-            elif isinstance(value, str) and not value.isascii() and _lone_surrogate(value):
-                return "surrogate"
+        level = below
     return None
 
 

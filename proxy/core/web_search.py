@@ -443,6 +443,8 @@ def query_of(block: a.ServerToolUseBlock) -> str:
 
 
 Round = tuple[list[Any], list[tuple[a.ServerToolUseBlock, a.ServerToolResultBlock]]]
+# Validated blocks are of these very classes (nothing subclasses the wire models).
+_SERVER_BLOCKS = frozenset((a.ServerToolUseBlock, a.ServerToolResultBlock))
 
 
 def rounds(blocks: list[Any]) -> Iterator[Round]:
@@ -450,6 +452,10 @@ def rounds(blocks: list[Any]) -> Iterator[Round]:
     searches, each search with its result). Chat Completions needs the tool messages between
     the assistant message that called and the one that went on. A search whose result is not
     there is left out: the upstream would refuse a call without its output."""
+    if _SERVER_BLOCKS.isdisjoint(map(type, blocks)):  # most turns; one pass in C
+        if blocks:
+            yield blocks, []
+        return
     answered = {b.tool_use_id: b for b in blocks if is_search_result(b)}
     uses = {b.id: b for b in blocks if is_search_use(b) and b.id in answered}
     part: list[Any] = []

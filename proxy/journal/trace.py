@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterable
 from contextvars import ContextVar
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -86,7 +86,7 @@ class Trace:
         self.client_first_byte_ms = self.ms()
         self.reply_body = message
 
-    async def tap_client(self, stream: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    async def tap_client(self, stream: AsyncIterator[bytes]) -> AsyncGenerator[bytes, None]:
         """The client's event stream, passed through unchanged and recorded as events."""
         reads: list[tuple[float, bytes]] = []
         self.reply_reads = reads

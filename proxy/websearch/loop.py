@@ -31,7 +31,7 @@ import contextlib
 import logging
 import re
 import time
-from collections.abc import AsyncIterator, Iterator, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Iterator, Mapping
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
@@ -218,7 +218,7 @@ def shortcut(pipeline: Pipeline, prepared: Prepared, exchange: Exchange) -> dict
 
 async def whole(
     pipeline: Pipeline, answer: dict[str, Any], exchange: Exchange
-) -> AsyncIterator[bytes]:
+) -> AsyncGenerator[bytes, None]:
     """A `shortcut` answer, streamed."""
     try:
         yield _encode(message_events(answer))
@@ -235,7 +235,7 @@ def stream(
     stack: AsyncExitStack,
     response: httpx.Response,
     exchange: Exchange,
-) -> AsyncIterator[bytes]:
+) -> AsyncGenerator[bytes, None]:
     """`Pipeline.open_stream` for a request whose searches the proxy runs, once the first
     turn's upstream stream is open (`prepared`: for the target that answered)."""
     assert prepared.searching is not None
@@ -263,7 +263,7 @@ async def _stream(
     turns: SearchTurns,
     relay: AsyncIterator[bytes],
     exchange: Exchange,
-) -> AsyncIterator[bytes]:
+) -> AsyncGenerator[bytes, None]:
     error: BridgeError | None = None
     ended = False
     try:

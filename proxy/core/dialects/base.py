@@ -12,6 +12,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
+from functools import partial
 from typing import Any, ClassVar, Protocol
 
 from ...models.anthropic import MessagesRequest
@@ -147,7 +148,7 @@ def reply_context(
         message_id=message_id,
         tool_names=translated.tool_names,
         stop_sequences=tuple(request.stop_sequences or ()),
-        input_estimate=count_request_tokens(request, rough_tokens),
+        input_count=partial(count_request_tokens, request, rough_tokens),
         added_nulls=translated.added_nulls,
     )
 

@@ -41,6 +41,6 @@ def translate_reply(
         "content": output.blocks,
         "stop_reason": reason,
         "stop_sequence": sequence,
-        "usage": anthropic_usage(usage, ctx.input_estimate, output_estimate),
+        "usage": anthropic_usage(usage, ctx, output_estimate),
     }
     return ctx.added_nulls.message(message)
