@@ -733,8 +733,11 @@ class _Pump:
     async def _ping(self) -> None:
         assert self.write is not None
         try:
-            await self.write(_PING)
-            self._relay.pinged()
+            # Still waiting for the upstream: else the pump woke first, and its write (maybe
+            # the last events) must not be followed by this ping.
+            if self.reading:
+                await self.write(_PING)
+                self._relay.pinged()
         finally:
             self.pinging = None
 
