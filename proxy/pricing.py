@@ -25,7 +25,7 @@ import fnmatch
 import ipaddress
 import logging
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 from urllib.parse import urlsplit
@@ -202,11 +202,16 @@ class _Found:
 
     price: Price | None
     model: ModelInfo | None = None
+    conditional: dict[int, Price | None] = field(default_factory=dict, compare=False)
+    """Our price of each of the model's conditional prices, by the `id` of genai-prices' own
+    (which picks one of them for a time): made once, not on each exchange."""
 
     def at(self, when: datetime | None) -> Price | None:
         if self.model is None:
             return self.price
-        return _dataset_price(self.model.get_prices(when or datetime.now(tz=UTC)))
+        chosen = self.model.get_prices(when or datetime.now(tz=UTC))
+        key = id(chosen)
+        return self.conditional[key] if key in self.conditional else _dataset_price(chosen)
 
 
 _NOT_FOUND = _Found(None)
@@ -232,7 +237,7 @@ def _found(info: ModelInfo | None) -> _Found:
         return _NOT_FOUND
     if isinstance(info.prices, ModelPrice):
         return _Found(_dataset_price(info.prices))
-    return _Found(None, info)
+    return _Found(None, info, {id(c.prices): _dataset_price(c.prices) for c in info.prices})
 
 
 def dataset_model(provider: str, base_url: str, model: str) -> ModelInfo | None:
@@ -273,12 +278,20 @@ class Pricing:
         self._globs = [(name.lower(), price) for name, price in priced if _glob(name)]
         self._endpoints = {name: _endpoint(e) for name, e in endpoints.items()}
         self._found: dict[tuple[str, str], _Found] = {}
+        self._configured: dict[str, Price | None] = {}
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Pricing:
         return cls(settings.prices, settings.endpoints())
 
     def configured(self, model: str) -> Price | None:
+        if model not in self._configured:  # looked up once a model: globs cost a match each
+            if len(self._configured) >= MAX_CACHED:
+                self._configured.clear()
+            self._configured[model] = self._configured_price(model)
+        return self._configured[model]
+
+    def _configured_price(self, model: str) -> Price | None:
         lowered = model.lower()
         price = self._exact.get(lowered)
         if price is not None or not self._globs:

@@ -13,6 +13,7 @@ import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -326,6 +327,40 @@ def test_long_context_tiers_price_as_genai_prices_does() -> None:
         )
         expected = calc_price(usage, model.id, provider_id=provider.id).total_price
         assert price.cost(tokens) == pytest.approx(float(expected), rel=1e-9)
+
+
+def test_time_of_day_prices_follow_the_time_of_each_exchange() -> None:
+    """A model priced by the time of day (off-peak hours), whose rates are made once: each
+    time still gets genai-prices' own figure for it, inside the window and a minute before."""
+    from genai_prices import Usage, calc_price
+    from genai_prices.data_snapshot import get_snapshot
+    from genai_prices.types import TimeOfDateConstraint
+
+    from claude_bridge.proxy.pricing import _find_in_dataset
+
+    provider, model, constraint = next(
+        (p, m, c.constraint)
+        for p in get_snapshot().providers
+        for m in p.models
+        if isinstance(m.prices, list)
+        for c in m.prices
+        if isinstance(c.constraint, TimeOfDateConstraint)
+    )
+    start = datetime.combine(date(2026, 1, 5), constraint.start_time)
+    start = start if start.tzinfo else start.replace(tzinfo=UTC)
+    found = _find_in_dataset(provider.id, None, model.id)
+    tokens = Tokens(input=1_000_000, output=1_000_000)
+    usage = Usage(input_tokens=1_000_000, output_tokens=1_000_000)
+    costs = []
+    for when in (start, start - timedelta(minutes=1), start):
+        price = found.at(when)
+        assert price is not None
+        costs.append(price.cost(tokens))
+        expected = calc_price(
+            usage, model.id, provider_id=provider.id, genai_request_timestamp=when
+        )
+        assert costs[-1] == pytest.approx(float(expected.total_price), rel=1e-9), when
+    assert costs[0] != costs[1]
 
 
 def pricing_from_table(provider_id: str, model_id: str) -> Any:

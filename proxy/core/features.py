@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..models import anthropic as a
-from .session import AGENT_HEADER
+from .session import AGENT_HEADER, header
 
 CLASS_HEADER = "x-claude-code-request-class"
 BYTES_PER_TOKEN = 4
@@ -45,9 +45,8 @@ def request_features(
         if isinstance(source, a.Base64Source):
             payload += len(source.data)
         images = images or isinstance(block, a.ImageBlock)
-    lowered = {name.lower(): value for name, value in headers.items()}
-    hinted = lowered.get(CLASS_HEADER, "").strip().lower()
-    kind = hinted or ("subagent" if lowered.get(AGENT_HEADER, "").strip() else "main")
+    hinted = header(headers, CLASS_HEADER).strip().lower()
+    kind = hinted or ("subagent" if header(headers, AGENT_HEADER).strip() else "main")
     return Features(thinking, max(0, body_size - payload) // BYTES_PER_TOKEN, images, kind)
 
 

@@ -22,8 +22,8 @@ _LEGACY = re.compile(r"_session_([0-9A-Za-z-]{8,64})$")
 
 
 def session_id(headers: Mapping[str, str], body: Any) -> str | None:
-    """The session id from the request's headers (names in any case) or its body."""
-    found = _header(headers, SESSION_HEADER)
+    """The session id from the request's headers (see `header`) or its body."""
+    found = _id_header(headers, SESSION_HEADER)
     if found is not None:
         return found
     metadata = body.get("metadata") if isinstance(body, dict) else None
@@ -33,14 +33,21 @@ def session_id(headers: Mapping[str, str], body: Any) -> str | None:
 
 def agent_id(headers: Mapping[str, str]) -> str | None:
     """The subagent a request comes from (None: the main conversation, or not Claude Code)."""
-    return _header(headers, AGENT_HEADER)
+    return _id_header(headers, AGENT_HEADER)
 
 
-def _header(headers: Mapping[str, str], wanted: str) -> str | None:
-    for name, value in headers.items():
-        if name.lower() == wanted and value.strip():
-            return value.strip()[:MAX_LENGTH]
-    return None
+def _id_header(headers: Mapping[str, str], wanted: str) -> str | None:
+    value = header(headers, wanted).strip()
+    return value[:MAX_LENGTH] if value else None
+
+
+def header(headers: Mapping[str, str], wanted: str) -> str:
+    """The value of header `wanted` (a lowercase name), "" if absent. A dict's names may be in
+    any case; any other mapping must find names in any case itself, as starlette's `Headers`
+    does without decoding every header as its `items()` would."""
+    if isinstance(headers, dict):
+        return next((v for name, v in headers.items() if name.lower() == wanted), "")
+    return headers.get(wanted, "")
 
 
 def session_of_user_id(user_id: str) -> str | None:

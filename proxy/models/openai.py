@@ -11,25 +11,23 @@ from __future__ import annotations
 
 from typing import Annotated, Any, TypeVar
 
-from pydantic import (
-    BaseModel,
-    ConfigDict,
-    ValidationError,
-    ValidatorFunctionWrapHandler,
-    WrapValidator,
-)
+from pydantic import BaseModel, ConfigDict, GetCoreSchemaHandler
+from pydantic_core import CoreSchema, core_schema
 
 T = TypeVar("T")
 
 
-def _or_none(value: Any, handler: ValidatorFunctionWrapHandler) -> Any:
-    try:
-        return handler(value)
-    except ValidationError:
-        return None
+class _NoneOnError:
+    """Makes a field's value None where it does not validate: inside pydantic-core, where a
+    Python wrap validator would be called for every field of every reply."""
+
+    def __get_pydantic_core_schema__(
+        self, source: Any, handler: GetCoreSchemaHandler
+    ) -> CoreSchema:
+        return core_schema.with_default_schema(handler(source), default=None, on_error="default")
 
 
-Lenient = Annotated[T | None, WrapValidator(_or_none)]
+Lenient = Annotated[T | None, _NoneOnError()]
 """An optional field read as None when the upstream sent something else in it."""
 
 
