@@ -312,7 +312,7 @@ def create_app(
         pipeline.searcher.replay(searches)
     metrics = Metrics() if settings.metrics else None
     if metrics is not None:
-        bus.subscribe(metrics)
+        bus.subscribe(metrics, Metrics.KINDS)
         if recorder is not None:
             recorder.on_stall(metrics.journal_stalled)
     routes = Routes(settings, pipeline, metrics)

@@ -125,6 +125,9 @@ class Metrics:
 
     # -- the listener ---------------------------------------------------------------------------
 
+    KINDS = ("start", "finish")
+    """The events it takes (`Bus.subscribe`)."""
+
     def __call__(self, kind: str, exchange: Exchange) -> None:
         if kind == "start":
             self._in_flight.inc()
