@@ -59,7 +59,7 @@ _CONTROL_ESCAPES = {"\n": "\\n", "\r": "\\r", "\t": "\\t", "\b": "\\b", "\f": "\
 _REASONING_FIELDS = frozenset(("reasoning_details", "reasoning_content", "reasoning"))
 
 
-class _Arguments:
+class Arguments:
     """One tool call's argument text, checked character by character as fragments arrive.
 
     `take()` gives the part that can be sent now: the longest prefix after which no repair
@@ -119,7 +119,7 @@ class _Arguments:
         dumped = json.dumps(parse_arguments(text), ensure_ascii=False)
         if dumped.startswith(sent):
             return dumped[len(sent) :]
-        prefix = _Arguments()
+        prefix = Arguments()
         prefix.feed(sent)
         return prefix.closing(text if self._mode == _BROKEN else None)
 
@@ -278,7 +278,7 @@ class _ToolCall:
         self.position = position
         self.id = ""
         self.name = ""
-        self.arguments = _Arguments()
+        self.arguments = Arguments()
         self.closed = False
         self.extra: dict[str, Any] | None = None  # Gemini's extra_content (thought signature)
 

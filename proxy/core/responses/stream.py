@@ -23,7 +23,7 @@ from ..errors import UpstreamError
 from ..ids import proxy_signature
 from ..nulls import NullFilter
 from ..source import Translator, block_delta
-from ..stream import _Arguments as Arguments  # the chat dialect's live argument validator
+from ..stream import Arguments  # the chat dialect's live argument validator
 from .carrier import Kind
 from .output import (
     Block,
