@@ -73,6 +73,8 @@ READ_AHEAD_BYTES = 256 * 1024
 # Bytes of upstream events translated back to back before the relay lets the other requests
 # run: a fast upstream and a fast client never make it wait otherwise.
 BATCH_BYTES = 16 * 1024
+# A client body bigger than this is prepared in steps, the loop free between them.
+STEP_BYTES = 64 * 1024
 # One upstream SSE event bigger than this is not a chat completion chunk: the stream fails
 # rather than buffer without end.
 MAX_EVENT_BYTES = 16 * 1024 * 1024
@@ -156,7 +158,13 @@ class Pipeline:
         try:
             if not worth_offloading(raw):
                 asked = read(raw, headers)  # once: the search loop plans its turns from it too
+                if len(raw) > STEP_BYTES:
+                    # Reading, planning and sending a 500 KB session take ~1 ms each: between
+                    # them the other requests' streams get their chunks (head-of-line).
+                    await asyncio.sleep(0)
                 ready = plan(asked, self.settings, self._endpoints, headers)
+                if len(raw) > STEP_BYTES:
+                    await asyncio.sleep(0)
             else:
                 # Seconds of CPU for the biggest bodies: in a worker process, so that every
                 # other stream keeps its chunks and pings meanwhile (proxy/offload.py).
