@@ -3,11 +3,11 @@
     .venv/bin/python bench/client_stack.py [--requests 3000] [--uvloop]
 
 Starts the canned upstream (`bench/upstream.py`) and sends it the same small chat request one
-at a time through: httpx with its default transport (httpcore), httpx over
-`proxy.transport` (aiohttp underneath), and aiohttp alone. Prints, per stack, the median wall
-time and the CPU time of this process per request, for a JSON answer and a 20-chunk stream
-(read piece by piece, as the proxy reads it). The difference between the second and the third
-is what httpx's client itself adds on top of the pool.
+at a time through: httpx with its default transport (httpcore), httpx's client over
+`proxy.transport`, an `httpx.Request` handed to `proxy.transport` directly (what the proxy
+does), and aiohttp's client alone when it is installed (the transport's predecessor). Prints,
+per stack, the median wall time and the CPU time of this process per request, for a JSON
+answer and a 20-chunk stream (read piece by piece, as the proxy reads it).
 """
 
 from __future__ import annotations
@@ -20,11 +20,11 @@ import sys
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
-import aiohttp
 import httpx
 
-from claude_bridge.proxy.transport import AiohttpTransport
+from claude_bridge.proxy.transport import PooledTransport
 
 BENCH = Path(__file__).resolve().parent
 SMALL = b'{"model":"m","messages":[{"role":"user","content":"Hi"}],"max_tokens":64}'
@@ -49,7 +49,27 @@ def httpx_sender(client: httpx.AsyncClient, url: str) -> Send:
     return send
 
 
-def aiohttp_sender(session: aiohttp.ClientSession, url: str) -> Send:
+def transport_sender(transport: httpx.AsyncBaseTransport, url: str) -> Send:
+    target = httpx.URL(url)
+    timeout = {"connect": 5.0, "read": 30.0, "pool": 5.0}
+
+    async def send(body: bytes) -> int:
+        request = httpx.Request(
+            "POST", target, headers=HEADERS, content=body, extensions={"timeout": timeout}
+        )
+        response = await transport.handle_async_request(request)
+        size = 0
+        try:
+            async for chunk in response.stream:  # type: ignore[union-attr]
+                size += len(chunk)
+        finally:
+            await response.aclose()
+        return size
+
+    return send
+
+
+def aiohttp_sender(session: Any, url: str) -> Send:
     async def send(body: bytes) -> int:
         size = 0
         async with session.post(url, data=body, headers=HEADERS) as response:
@@ -80,12 +100,19 @@ async def run(port: int, count: int) -> None:
     limits = httpx.Limits(max_connections=100, max_keepalive_connections=100)
     stacks: list[tuple[str, Send, Callable[[], Awaitable[None]]]] = []
     plain = httpx.AsyncClient(headers=HEADERS, timeout=timeout, limits=limits)
-    stacks.append(("httpx + httpcore (now)", httpx_sender(plain, url), plain.aclose))
-    transport = AiohttpTransport(max_connections=100, connect_timeout=5.0, read_timeout=30.0)
+    stacks.append(("httpx + httpcore (its own)", httpx_sender(plain, url), plain.aclose))
+    transport = PooledTransport(max_connections=100, connect_timeout=5.0, read_timeout=30.0)
     over = httpx.AsyncClient(headers=HEADERS, timeout=timeout, transport=transport)
     stacks.append(("httpx + proxy.transport", httpx_sender(over, url), over.aclose))
-    session = aiohttp.ClientSession(auto_decompress=False)
-    stacks.append(("aiohttp alone", aiohttp_sender(session, url), session.close))
+    direct = PooledTransport(max_connections=100, connect_timeout=5.0, read_timeout=30.0)
+    stacks.append(("proxy.transport (the proxy)", transport_sender(direct, url), direct.aclose))
+    try:
+        import aiohttp
+    except ImportError:
+        pass
+    else:
+        session = aiohttp.ClientSession(auto_decompress=False)
+        stacks.append(("aiohttp alone", aiohttp_sender(session, url), session.close))
     print(f"{'stack':28} {'JSON wall':>10} {'JSON CPU':>10} {'stream wall':>12} {'stream CPU':>11}")
     for name, send, _ in stacks:
         json_wall, json_cpu = await measure(send, SMALL, count)

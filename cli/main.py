@@ -2,7 +2,7 @@
 
 Each command's module is imported when that command runs (or its help or completion is
 asked for): `--version`, `--help` and completing a command name import none of them, so
-they answer at once instead of after loading the proxy, aiohttp and the models.
+they answer at once instead of after loading the proxy, httpx and the models.
 """
 
 from __future__ import annotations

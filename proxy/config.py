@@ -50,7 +50,7 @@ TOML_ONLY = ("routes", "upstreams", "prices", "models", "web_search")
 LogLevel = Literal["debug", "info", "warning", "error"]
 MAX_SECONDS = 1_000_000.0
 """The longest timeout or interval (11.6 days, as good as none): longer ones, `inf` above all,
-overflow the event loop's and aiohttp's timers, a traceback on every request."""
+overflow the event loop's timers, a traceback on every request."""
 
 
 def _known_mode(value: str) -> str:

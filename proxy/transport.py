@@ -1,62 +1,69 @@
-"""The upstream connection pool: httpx's API over aiohttp's pooled HTTP/1.1 client.
+"""The upstream connection pool: httpx's transport API over HTTP/1.1 on asyncio protocols.
 
 httpx stays the seam (upstream.py's client, the recorder's and the replay's transports, the
-tests' transports all speak `httpx.AsyncBaseTransport`); only what sits under it changes. httpx's
-default transport (httpcore, h11, anyio) costs ~0.63 ms of CPU per small request against
-~0.31 ms for httpx over this one (bench/client_stack.py), and its pool scans every connection
-on every request and release, which goes CPU-bound with a thousand waiting streams. aiohttp
-parses HTTP in C and queues waiters per host.
+tests' transports all speak `httpx.AsyncBaseTransport`); only what sits under it is ours. The
+upstreams are HTTP/1.1 servers a pool of kept-alive connections talks to, one request at a
+time each, so what is left to do is small: write the request, parse the answer with llhttp
+(httptools, which uvicorn uses for the client side already), hand the body on piece by piece.
+httpx's own transport (httpcore, h11, anyio) cost ~0.63 ms of CPU per small request and scanned
+its whole pool on every request; aiohttp's client, which came next, 0.24 ms more per request
+than this module (`bench/client_stack.py`): its request and response objects, a task per
+request to write the body, a timer per piece.
 
 What the transport keeps of httpx's behaviour:
 
-* the request goes out with exactly httpx's headers (aiohttp adds none of its own, keeps no
-  cookies, follows no redirects);
+* the request goes out with exactly httpx's headers (none added, no cookies kept, no
+  redirects followed);
 * bodies come back as sent, still content-encoded: `upstream.py` inflates them in bounded steps
   (`inflate.py`), never httpx's decoders, which inflate a whole piece at once;
 * the client's timeouts (`request.extensions["timeout"]`) apply: pool (the wait for a free
   connection: `httpx.PoolTimeout`, as httpcore raises), connect, read (the wait for each piece
   of the answer; for the headers only when the request says `SILENCES_WATCHED`);
-* aiohttp's failures become the httpx exceptions httpcore would have raised;
+* failures are the httpx exceptions httpcore would raise, in the user's words;
 * `HTTP_PROXY`, `HTTPS_PROXY` and `ALL_PROXY` read when the transport is made, as httpx reads
-  them when its client is; `NO_PROXY` at the first request to each host;
+  them when its client is; `NO_PROXY` at the first request to each host: plain HTTP goes to the
+  proxy in absolute form, HTTPS through a `CONNECT` tunnel;
 * closing a response before its end closes its connection, so the upstream sees the client
-  leave; a response read to the end gives its connection back to the pool.
+  leave; a response read to the end gives its connection back to the pool;
+* a hostile upstream is bounded: answer heads over `MAX_HEAD` bytes are refused, and reading
+  stops while `MAX_BUFFERED` bytes wait for the caller.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import os
+import socket
 import ssl
 import urllib.request
+from collections import deque
 from collections.abc import AsyncIterator
-from types import TracebackType
-from typing import Any
+from typing import Any, NamedTuple, cast
 
-import aiohttp
+import httptools
 import httpx
-from yarl import URL
 
 from .config import Settings
 
 # As httpx: an idle pooled connection is dropped after 5 s, before most servers drop it (a
 # POST on a connection the server is closing fails and is not retried).
 KEEPALIVE_EXPIRY = 5.0
-# aiohttp's default is 8 KiB per header line; h11 (httpx) takes up to 16 KiB of headers, and
-# an upstream that worked before must not start failing on a long header.
-MAX_HEADER_LINE = 16 * 1024
-# Headers aiohttp would add when absent: httpx already sent the ones it wants.
-_AUTO_HEADERS = ("Accept", "Accept-Encoding", "User-Agent", "Content-Type")
+# An answer's status line and headers together. h11 (httpx) took 16 KiB; aiohttp 8 KiB a
+# line: an upstream that worked with either fits.
+MAX_HEAD = 64 * 1024
+# Bytes received and not yet taken by the caller before the connection stops reading: the
+# caller's pace reaches the upstream through TCP, and a fast upstream cannot fill memory.
+MAX_BUFFERED = 256 * 1024
 # A request extension: set, the caller times the body's silences itself, so the read timeout
-# covers the wait for the headers only. aiohttp re-arms its read timer on every piece it
-# receives otherwise (a timer cancelled and made again per streamed chunk).
+# covers the wait for the headers only.
 SILENCES_WATCHED = "claude_bridge.silences_watched"
 
 
 def pooled_transport(settings: Settings) -> httpx.AsyncBaseTransport:
     """The upstream transport: one pool of at most `max_connections` connections. The
     timeouts apply to requests that carry none (httpx's client always sets its own)."""
-    return AiohttpTransport(
+    return PooledTransport(
         max_connections=settings.max_connections,
         connect_timeout=settings.connect_timeout,
         read_timeout=settings.read_timeout,
@@ -64,11 +71,17 @@ def pooled_transport(settings: Settings) -> httpx.AsyncBaseTransport:
     )
 
 
-class AiohttpTransport(httpx.AsyncBaseTransport):
-    """An `httpx.AsyncBaseTransport` over one `aiohttp.ClientSession`.
+class _Origin(NamedTuple):
+    """Where a connection goes: the upstream, and the proxy on the way if there is one."""
 
-    The session is made on the first request: aiohttp binds it to the running event loop,
-    and the transport is built before the server's loop runs."""
+    scheme: str
+    host: str
+    port: int
+    proxy: httpx.URL | None
+
+
+class PooledTransport(httpx.AsyncBaseTransport):
+    """An `httpx.AsyncBaseTransport` over a pool of kept-alive HTTP/1.1 connections."""
 
     def __init__(
         self,
@@ -83,72 +96,63 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         self._default = {"connect": connect_timeout, "read": read_timeout, "pool": pool_timeout}
         # As httpx's default transport: certifi's CAs, or SSL_CERT_FILE / SSL_CERT_DIR.
         self._ssl: ssl.SSLContext = httpx.create_ssl_context(trust_env=trust_env)
-        # Read once, as httpx reads them when its client is built. aiohttp's own `trust_env`
-        # reads them again on every request, in a thread, and costs more than the request.
         self._env_proxies = urllib.request.getproxies_environment() if trust_env else {}
-        self._proxies: dict[tuple[str, str], URL | None] = {}
-        self._timeouts: dict[tuple[float | None, ...], aiohttp.ClientTimeout] = {}
-        self._session: aiohttp.ClientSession | None = None
-        # A request holds a slot from before it asks aiohttp for a connection until aiohttp
-        # lets that connection go. The slots, not aiohttp's own limit (which never has to
-        # wait), queue the requests: the wait is bounded by the pool timeout on its own, and a
-        # request cancelled while it waits (its client left) leaves the queue at once.
+        self._proxies: dict[tuple[str, str], httpx.URL | None] = {}
+        self._idle: dict[_Origin, deque[_Connection]] = {}
+        self._open: set[_Connection] = set()
+        # A request holds a slot from before it takes a connection until it gives the
+        # connection back (or closes it): the slots queue the requests, the wait bounded by
+        # the pool timeout, and a request cancelled while it waits leaves the queue at once.
         self._slots = asyncio.Semaphore(max_connections)
         self._closed = False
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        session = self._session or self._open()
-        url = request.url
-        # A URL's `user:password@` is already httpx's Authorization header; aiohttp would
-        # refuse to see both.
-        target = str(url.copy_with(username=None, password=None) if url.userinfo else url)
-        headers = [
-            (name.decode("latin-1"), value.decode("latin-1")) for name, value in request.headers.raw
-        ]
-        try:
-            data: Any = request.content
-        except httpx.RequestNotRead:  # a streamed request body
-            data = _stream(request.stream)
-            # aiohttp frames a body of unknown length itself, and refuses to be told to.
-            headers = [(k, v) for k, v in headers if k.lower() != "transfer-encoding"]
+        if self._closed:
+            raise RuntimeError("the upstream transport is closed")
         timeout = request.extensions.get("timeout") or self._default
         await self._acquire(timeout.get("pool"), request)
         try:
-            with _Mapped(request):
-                response = await session.request(
-                    request.method,
-                    URL(target, encoded=True),
-                    headers=headers,
-                    data=data,
-                    allow_redirects=False,
-                    timeout=self._timeout(timeout),
-                    proxy=self._proxy(url.scheme, url.host),
+            origin = self._origin(request.url)
+            connection = self._take(origin) or await self._connect(origin, timeout, request)
+            try:
+                head = await connection.exchange(
+                    request,
+                    self._request_head(request, origin),
+                    timeout.get("read"),
+                    watched=bool(request.extensions.get(SILENCES_WATCHED)),
                 )
+            except BaseException:
+                self._drop(connection)
+                raise
         except BaseException:
             self._slots.release()
             raise
-        connection = response.connection
-        if connection is None:  # the whole body came with the headers: already let go
-            self._slots.release()
-        else:  # as aiohttp's own total timeout is ended
-            connection.add_callback(self._slots.release)
-            protocol = connection.protocol
-            if request.extensions.get(SILENCES_WATCHED) and protocol is not None:
-                # Set per request by aiohttp: the next request on this connection has its own.
-                protocol.read_timeout = None
-                protocol.start_timeout()  # no timeout: cancels the timer armed for the headers
         return httpx.Response(
-            response.status,
-            headers=response.raw_headers,
-            stream=_Body(response, request),
-            extensions=_extensions(response),
+            head.status,
+            headers=head.headers,
+            stream=_Body(connection, self, request),
+            extensions=head.extensions,
         )
 
     async def aclose(self) -> None:
         self._closed = True
-        if self._session is not None:
-            session, self._session = self._session, None
-            await session.close()
+        for connection in self._open:
+            connection.close()  # in use too: their answers end as cut off
+        self._open.clear()
+        self._idle.clear()
+
+    def release(self, connection: _Connection) -> None:
+        """`connection`'s answer is over: back to the pool if it can serve another."""
+        self._slots.release()
+        if connection.reusable() and not self._closed:
+            connection.idle_since = asyncio.get_running_loop().time()
+            self._idle.setdefault(connection.origin, deque()).append(connection)
+        else:
+            self._drop(connection)
+
+    def _drop(self, connection: _Connection) -> None:
+        connection.close()
+        self._open.discard(connection)
 
     async def _acquire(self, pool: float | None, request: httpx.Request) -> None:
         slots = self._slots
@@ -164,43 +168,83 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
                 request=request,
             ) from None
 
-    def _open(self) -> aiohttp.ClientSession:
-        if self._closed:
-            raise RuntimeError("the upstream transport is closed")
-        connector = aiohttp.TCPConnector(
-            limit=self.max_connections,
-            limit_per_host=0,
-            keepalive_timeout=KEEPALIVE_EXPIRY,
-            ssl=self._ssl,
-        )
-        self._session = aiohttp.ClientSession(
-            connector=connector,
-            cookie_jar=aiohttp.DummyCookieJar(),  # httpx's client keeps the cookies
-            auto_decompress=False,  # upstream.py inflates, in bounded steps
-            skip_auto_headers=_AUTO_HEADERS,
-            trust_env=False,  # proxies: see `_proxy`
-            requote_redirect_url=False,
-            max_line_size=MAX_HEADER_LINE,
-            max_field_size=MAX_HEADER_LINE,
-        )
-        return self._session
+    def _take(self, origin: _Origin) -> _Connection | None:
+        """The newest idle connection to `origin` that is still good, if any."""
+        idle = self._idle.get(origin)
+        if not idle:
+            return None
+        expired = asyncio.get_running_loop().time() - KEEPALIVE_EXPIRY
+        while idle:
+            connection = idle.pop()
+            if connection.idle_since > expired and connection.reusable():
+                # The rest are older: the oldest go first once they expire.
+                while idle and idle[0].idle_since <= expired:
+                    self._drop(idle.popleft())
+                return connection
+            self._drop(connection)
+        return None
 
-    def _timeout(self, timeout: dict[str, float | None]) -> aiohttp.ClientTimeout:
-        connect, read, pool = timeout.get("connect"), timeout.get("read"), timeout.get("pool")
-        key = (connect, read, pool)
-        cached = self._timeouts.get(key)
-        if cached is None:
-            # aiohttp's `connect` covers its wait for a pooled connection (none: the slots
-            # wait first) and the connect; `sock_read` each wait for data, headers or body.
-            cached = aiohttp.ClientTimeout(
-                total=None, connect=connect, sock_connect=connect, sock_read=read
+    def _make_room(self) -> None:
+        """Close the oldest idle connection (to any host) when the pool is full."""
+        if len(self._open) < self.max_connections:
+            return
+        oldest = min(
+            (idle for idle in self._idle.values() if idle),
+            key=lambda idle: idle[0].idle_since,
+            default=None,
+        )
+        if oldest is not None:
+            self._drop(oldest.popleft())
+
+    async def _connect(
+        self, origin: _Origin, timeout: dict[str, float | None], request: httpx.Request
+    ) -> _Connection:
+        self._make_room()
+        loop = asyncio.get_running_loop()
+        proxy = origin.proxy
+        tls = origin.scheme == "https"
+        if proxy is None:
+            host, port = origin.host, origin.port
+        else:
+            host, port = proxy.host, proxy.port or (443 if proxy.scheme == "https" else 80)
+        connection = _Connection(origin)
+        first_tls = self._ssl if (tls if proxy is None else proxy.scheme == "https") else None
+        try:
+            async with asyncio.timeout(timeout.get("connect")):
+                await loop.create_connection(
+                    lambda: connection,
+                    host,
+                    port,
+                    ssl=first_tls,
+                    server_hostname=host if first_tls else None,
+                )
+                if proxy is not None and tls:
+                    await connection.tunnel(request, _proxy_authorization(proxy))
+                    upgraded = await loop.start_tls(
+                        connection.transport, connection, self._ssl, server_hostname=origin.host
+                    )
+                    if upgraded is None:  # the proxy hung up during the handshake
+                        raise ConnectionResetError("the proxy closed the tunnel")
+                    connection.transport = upgraded
+        except BaseException as exc:
+            connection.close()  # if it got as far as a connection
+            error = _connect_error(exc, request, proxied=proxy is not None)
+            if error is exc:
+                raise
+            raise error from exc
+        self._open.add(connection)
+        return connection
+
+    def _origin(self, url: httpx.URL) -> _Origin:
+        scheme = url.scheme
+        if scheme not in ("http", "https"):
+            raise httpx.UnsupportedProtocol(
+                f"{scheme or 'a URL without a scheme'} is not http or https"
             )
-            if len(self._timeouts) >= 64:  # per-request timeouts that keep changing
-                self._timeouts.clear()
-            self._timeouts[key] = cached
-        return cached
+        port = url.port or (443 if scheme == "https" else 80)
+        return _Origin(scheme, url.host, port, self._proxy(scheme, url.host))
 
-    def _proxy(self, scheme: str, host: str) -> URL | None:
+    def _proxy(self, scheme: str, host: str) -> httpx.URL | None:
         key = (scheme, host)
         if key in self._proxies:
             return self._proxies[key]
@@ -208,47 +252,339 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         env = self._env_proxies
         address = env.get(scheme) or env.get("all")
         if address and not urllib.request.proxy_bypass(host):  # NO_PROXY
-            proxy = URL(address if "://" in address else f"http://{address}")
+            proxy = httpx.URL(address if "://" in address else f"http://{address}")
         self._proxies[key] = proxy
         return proxy
 
+    @staticmethod
+    def _request_head(request: httpx.Request, origin: _Origin) -> bytes:
+        """The request line and headers, as httpx built them."""
+        url = request.url
+        if origin.proxy is not None and origin.scheme == "http":
+            # A plain-HTTP proxy takes the whole URL, and its own credentials.
+            target = str(url.copy_with(username=None, password=None)).encode()
+            auth = _proxy_authorization(origin.proxy)
+            extra = [(b"Proxy-Authorization", auth)] if auth else []
+        else:
+            target, extra = url.raw_path, []
+        lines = [request.method.encode(), b" ", target, b" HTTP/1.1\r\n"]
+        for name, value in [*request.headers.raw, *extra]:
+            lines += (name, b": ", value, b"\r\n")
+        lines.append(b"\r\n")
+        return b"".join(lines)
+
+
+class _Head(NamedTuple):
+    status: int
+    headers: list[tuple[bytes, bytes]]
+    extensions: dict[str, Any]
+
+
+class _Connection(asyncio.Protocol):
+    """One kept-alive connection: it writes a request, parses the answer as it arrives and
+    keeps its body's pieces until the caller takes them."""
+
+    def __init__(self, origin: _Origin) -> None:
+        self.origin = origin
+        self.transport: asyncio.Transport = None  # type: ignore[assignment]  # set on connect
+        self.idle_since = 0.0
+        self.read_timeout: float | None = None  # for the body's pieces
+        self._parser = httptools.HttpResponseParser(self)
+        self._busy = False  # a request is out and its answer not over
+        self._lost: BaseException | bool | None = False  # the exception, None: a clean close
+        self._error: httpx.TransportError | None = None
+        self._waiter: asyncio.Future[None] | None = None
+        self._request: httpx.Request | None = None
+        # The answer being read.
+        self._head_bytes = 0
+        self._status = 0
+        self._reason = b""
+        self._headers: list[tuple[bytes, bytes]] = []
+        self._head: _Head | None = None
+        self._pieces: list[bytes] = []
+        self._buffered = 0
+        self._paused = False
+        self._complete = False
+        self._until_eof = False
+        self._keep_alive = False
+        # `CONNECT`'s answer, read by hand: llhttp would take a 200 without a length for the
+        # start of a body that lasts until the connection closes.
+        self._tunnel: bytearray | None = None
+
+    # -- asyncio's side
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
+
+    def data_received(self, data: bytes) -> None:
+        if self._tunnel is not None:
+            self._tunnel += data
+            if b"\r\n\r\n" in self._tunnel or len(self._tunnel) > MAX_HEAD:
+                self._wake()
+            return
+        if not self._busy:  # nothing was asked: a server that talks out of turn
+            self.transport.close()
+            return
+        if self._head is None:
+            self._head_bytes += len(data)
+            if self._head_bytes > MAX_HEAD and not self._check_head(data):
+                return
+        try:
+            self._parser.feed_data(data)
+        except (httptools.HttpParserUpgrade, httptools.HttpParserError) as exc:
+            head = self._head
+            if head is not None and head.status == 101:
+                # `Switching Protocols`, unasked: llhttp stops after its head. An answer
+                # without a body (upstream.py refuses its status); the connection is done.
+                self._complete = True
+                self._keep_alive = False
+            else:
+                self._fail(httpx.RemoteProtocolError(f"the answer is not valid HTTP ({exc})"))
+                return
+        if self._buffered > MAX_BUFFERED and not self._paused:
+            self._paused = True
+            self.transport.pause_reading()
+        self._wake()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._lost = exc
+        if not self._busy or self._complete:
+            self._wake()
+            return
+        if self._head is not None and self._until_eof:
+            self._complete = True  # the body was to last until the connection closed
+        elif isinstance(exc, OSError):
+            self._fail(httpx.ReadError(_os_words(exc)))
+        elif self._head is None:
+            self._fail(
+                httpx.RemoteProtocolError("the server closed the connection without answering")
+            )
+        else:
+            self._fail(httpx.RemoteProtocolError("the answer was cut off before its end"))
+        self._wake()
+
+    def pause_writing(self) -> None:
+        pass  # a request body is held whole by the caller anyway
+
+    def resume_writing(self) -> None:
+        pass
+
+    # -- llhttp's side
+
+    def on_message_begin(self) -> None:
+        if self._complete:  # more after the answer's end, unasked: the parser stops here
+            raise ValueError("an answer after the answer")
+
+    def on_status(self, reason: bytes) -> None:
+        self._reason += reason
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._headers.append((name, value))
+
+    def on_headers_complete(self) -> None:
+        status = self._parser.get_status_code()
+        if 100 <= status < 200 and status != 101:  # interim (`100 Continue`): more follows
+            self._reason, self._headers = b"", []
+            return
+        length = chunked = False
+        for name, value in self._headers:
+            lowered = name.lower()
+            if lowered == b"content-length":
+                length = True
+            elif lowered == b"transfer-encoding" and b"chunked" in value.lower():
+                chunked = True
+        self._until_eof = not (length or chunked) and status not in (101, 204, 304)
+        version = self._parser.get_http_version()
+        extensions: dict[str, Any] = {
+            "http_version": b"HTTP/1.1" if version == "1.1" else f"HTTP/{version}".encode()
+        }
+        if self._reason:
+            extensions["reason_phrase"] = self._reason
+        self._head = _Head(status, self._headers, extensions)
+
+    def on_body(self, body: bytes) -> None:
+        self._pieces.append(body)
+        self._buffered += len(body)
+
+    def on_message_complete(self) -> None:
+        if self._head is not None:
+            self._complete = True
+            # Asked here: llhttp forgets the answer's `Connection` once past its end.
+            self._keep_alive = self._parser.should_keep_alive() and self._head.status != 101
+
+    # -- the pool's side
+
+    async def exchange(
+        self, request: httpx.Request, head: bytes, read: float | None, *, watched: bool
+    ) -> _Head:
+        """Sends `request` (`head` its first lines) and waits for the answer's head."""
+        self._start(request)
+        write = self.transport.write
+        try:
+            body = request.content
+        except httpx.RequestNotRead:  # a streamed body: httpx said `Transfer-Encoding: chunked`
+            write(head)
+            async for part in _parts(request.stream):
+                if part:
+                    write(b"%x\r\n%b\r\n" % (len(part), part))
+            write(b"0\r\n\r\n")
+        else:
+            write(head + body if len(body) < 65536 else head)
+            if len(body) >= 65536:  # not copied into one buffer with its head
+                write(body)
+        while self._head is None:
+            await self._wait(read)
+        self.read_timeout = None if watched else read
+        return self._head
+
+    async def tunnel(self, request: httpx.Request, auth: bytes | None) -> None:
+        """Asks the proxy for a tunnel to the origin; returns once it stands."""
+        self._request = request
+        self._tunnel = bytearray()
+        authority = f"{self.origin.host}:{self.origin.port}".encode()
+        lines = [b"CONNECT ", authority, b" HTTP/1.1\r\nHost: ", authority, b"\r\n"]
+        if auth:
+            lines += (b"Proxy-Authorization: ", auth, b"\r\n")
+        self.transport.write(b"".join([*lines, b"\r\n"]))
+        while b"\r\n\r\n" not in self._tunnel and len(self._tunnel) <= MAX_HEAD:
+            if self._lost is not False:
+                raise ConnectionResetError("the proxy closed the connection")
+            await self._wait(None)
+        status_line = bytes(self._tunnel.split(b"\r\n", 1)[0])
+        self._tunnel = None
+        parts = status_line.split(b" ", 2)
+        if len(parts) < 2 or not parts[1].startswith(b"2"):
+            raise httpx.ProxyError(
+                f"the HTTP proxy refused the tunnel ({status_line.decode('latin-1')[:200]})",
+                request=request,
+            )
+
+    async def pieces(self) -> AsyncIterator[bytes]:
+        """The answer's body, each time all that has arrived, until its end."""
+        read = self.read_timeout
+        while True:
+            pieces = self._pieces
+            if pieces:
+                self._pieces = []
+                self._buffered = 0
+                if self._paused:
+                    self._paused = False
+                    self.transport.resume_reading()
+                yield pieces[0] if len(pieces) == 1 else b"".join(pieces)
+            elif self._complete:
+                return
+            else:
+                await self._wait(read)
+
+    def finished(self) -> bool:
+        return self._complete and not self._pieces
+
+    def reusable(self) -> bool:
+        return (
+            self._lost is False
+            and not self._busy
+            and not self.transport.is_closing()
+            and self._error is None
+        )
+
+    def close(self) -> None:
+        if self.transport is not None:
+            self.transport.close()
+
+    def end(self) -> None:
+        """The caller is done with the answer."""
+        if self._complete and self._keep_alive:
+            self._busy = False
+        self._request = None
+
+    # -- inside
+
+    def _start(self, request: httpx.Request) -> None:
+        self._busy = True
+        self._request = request
+        self._head_bytes = 0
+        self._reason = b""
+        self._headers = []
+        self._head = None
+        self._pieces = []
+        self._buffered = 0
+        self._complete = self._until_eof = self._keep_alive = False
+
+    def _check_head(self, data: bytes) -> bool:
+        """Whether the head, over `MAX_HEAD` bytes so far, ends within `MAX_HEAD`."""
+        before = self._head_bytes - len(data)
+        if before < MAX_HEAD:
+            # Where the head ends in what just came, if it does within the limit.
+            end = data.find(b"\r\n\r\n", 0, MAX_HEAD - before + 4)
+            if end >= 0:
+                return True
+        self._fail(
+            httpx.RemoteProtocolError(
+                f"the answer is not valid HTTP (its head is over {MAX_HEAD // 1024} KiB)"
+            )
+        )
+        return False
+
+    def _fail(self, error: httpx.TransportError) -> None:
+        if self._error is None:
+            error.request = self._request  # type: ignore[assignment]
+            self._error = error
+        self.transport.close()
+        self._wake()
+
+    def _wake(self) -> None:
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    async def _wait(self, timeout: float | None) -> None:
+        if self._error is not None:
+            raise self._error
+        waiter = self._waiter = asyncio.get_running_loop().create_future()
+        if timeout is None:
+            await waiter
+        else:
+            timer = asyncio.get_running_loop().call_later(timeout, self._timed_out, waiter)
+            try:
+                await waiter
+            finally:
+                timer.cancel()
+        self._waiter = None
+        if self._error is not None:
+            raise self._error
+
+    def _timed_out(self, waiter: asyncio.Future[None]) -> None:
+        if not waiter.done():
+            self._fail(httpx.ReadTimeout("nothing received within the read timeout"))
+
 
 class _Body(httpx.AsyncByteStream):
-    """An aiohttp response body as httpx reads it, piece by piece as it arrives."""
+    """An answer's body as httpx reads it, piece by piece as it arrives."""
 
-    def __init__(self, response: aiohttp.ClientResponse, request: httpx.Request) -> None:
-        self._response = response
+    def __init__(
+        self, connection: _Connection, pool: PooledTransport, request: httpx.Request
+    ) -> None:
+        self._connection = connection
+        self._pool: PooledTransport | None = pool
         self._request = request
 
-    async def __aiter__(self) -> AsyncIterator[bytes]:
-        content = self._response.content
-        with _Mapped(self._request):
-            while chunk := await content.readany():
-                yield chunk
+    def __aiter__(self) -> AsyncIterator[bytes]:
+        return self._connection.pieces()
 
     async def aclose(self) -> None:
-        response = self._response
-        if response.content.at_eof():
-            response.release()  # read to the end: the connection goes back to the pool
+        pool, self._pool = self._pool, None
+        if pool is None:
+            return
+        connection = self._connection
+        if connection.finished():
+            connection.end()  # read to the end: the connection goes back to the pool
         else:
             # Left early: only closing the connection tells the upstream to stop.
-            response.close()
+            connection.close()
+        pool.release(connection)
 
 
-def _extensions(response: aiohttp.ClientResponse) -> dict[str, Any]:
-    """What httpcore tells httpx about the answer: the HTTP version and the reason phrase."""
-    version = response.version
-    if version is None or version == (1, 1):
-        http_version = b"HTTP/1.1"
-    else:
-        http_version = f"HTTP/{version.major}.{version.minor}".encode()
-    extensions: dict[str, Any] = {"http_version": http_version}
-    if response.reason:
-        extensions["reason_phrase"] = response.reason.encode("latin-1")
-    return extensions
-
-
-async def _stream(stream: httpx.AsyncByteStream | httpx.SyncByteStream) -> AsyncIterator[bytes]:
+async def _parts(stream: httpx.AsyncByteStream | httpx.SyncByteStream) -> AsyncIterator[bytes]:
     if isinstance(stream, httpx.AsyncByteStream):
         async for part in stream:
             yield part
@@ -257,82 +593,40 @@ async def _stream(stream: httpx.AsyncByteStream | httpx.SyncByteStream) -> Async
             yield part
 
 
-# aiohttp's exceptions, most specific first, and what httpcore raises in their place.
-_ERRORS: tuple[tuple[type[Exception], type[httpx.TransportError]], ...] = (
-    (aiohttp.ConnectionTimeoutError, httpx.ConnectTimeout),
-    (aiohttp.ServerTimeoutError, httpx.ReadTimeout),
-    (aiohttp.ClientProxyConnectionError, httpx.ProxyError),
-    (aiohttp.ClientHttpProxyError, httpx.ProxyError),
-    (aiohttp.ClientConnectorError, httpx.ConnectError),  # refused, DNS, TLS handshake
-    (aiohttp.ServerDisconnectedError, httpx.RemoteProtocolError),
-    (aiohttp.ClientPayloadError, httpx.RemoteProtocolError),  # body cut or malformed
-    (aiohttp.ClientResponseError, httpx.RemoteProtocolError),  # status line, headers
-    (aiohttp.InvalidURL, httpx.UnsupportedProtocol),
-    (aiohttp.NonHttpUrlClientError, httpx.UnsupportedProtocol),
-    (aiohttp.ClientOSError, httpx.ReadError),  # reset by peer
-    (aiohttp.ClientConnectionError, httpx.ReadError),
-    (aiohttp.ClientError, httpx.TransportError),
-)
-
-
-class _Mapped:
-    """`with _Mapped(request):` aiohttp's failures inside the block become httpx's. A class
-    rather than a generator: every request enters it twice."""
-
-    __slots__ = ("_request",)
-
-    def __init__(self, request: httpx.Request) -> None:
-        self._request = request
-
-    def __enter__(self) -> None:
+def _proxy_authorization(proxy: httpx.URL) -> bytes | None:
+    """Basic credentials for the proxy, from its URL's `user:password@`."""
+    if not proxy.userinfo:
         return None
-
-    def __exit__(
-        self,
-        kind: type[BaseException] | None,
-        exc: BaseException | None,
-        trace: TracebackType | None,
-    ) -> None:
-        if isinstance(exc, aiohttp.ClientError):  # the last entry of `_ERRORS` takes any
-            for theirs, ours in _ERRORS:
-                if isinstance(exc, theirs):
-                    raise ours(failure_words(exc), request=self._request) from exc
+    return b"Basic " + base64.b64encode(proxy.userinfo)
 
 
-def failure_words(exc: aiohttp.ClientError) -> str:
-    """What went wrong, in the user's words: aiohttp's own texts show its internals
-    (`Cannot connect to host h:443 ssl:default [...]`, `<TransferEncodingError: 400, ...>`)."""
-    if isinstance(exc, aiohttp.ClientConnectorCertificateError):
-        reason = getattr(exc.certificate_error, "verify_message", None) or "not trusted"
-        return f"its TLS certificate was refused ({reason})"
-    if isinstance(exc, aiohttp.ClientSSLError):
+def _connect_error(exc: BaseException, request: httpx.Request, *, proxied: bool) -> BaseException:
+    """What a failed connect raises: httpx's exception, in the user's words."""
+    if isinstance(exc, TimeoutError):
+        return httpx.ConnectTimeout("no connection within the connect timeout", request=request)
+    if not isinstance(exc, OSError):  # cancelled, or the proxy refused the tunnel
+        return exc
+    words = _connect_words(exc)
+    if proxied and not isinstance(exc, ssl.SSLError):
+        return httpx.ProxyError(f"the HTTP proxy cannot be reached ({words})", request=request)
+    return httpx.ConnectError(words, request=request)
+
+
+def _connect_words(exc: OSError) -> str:
+    """Why a connection could not be made, in the user's words."""
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return f"its TLS certificate was refused ({exc.verify_message or 'not trusted'})"
+    if isinstance(exc, ssl.SSLError):
         return "the TLS handshake failed (is it https on an http port, or the reverse?)"
-    if isinstance(exc, aiohttp.ClientConnectorDNSError):
+    if isinstance(exc, socket.gaierror):
         return "its host name does not resolve"
-    if isinstance(exc, aiohttp.ClientProxyConnectionError):
-        return f"the HTTP proxy cannot be reached ({_os_words(exc)})"
-    if isinstance(exc, aiohttp.ClientConnectorError):
-        return _os_words(exc)
-    if isinstance(exc, aiohttp.ConnectionTimeoutError):
-        return "no connection within the connect timeout"
-    if isinstance(exc, aiohttp.ServerTimeoutError):
-        return "nothing received within the read timeout"
-    if isinstance(exc, aiohttp.ServerDisconnectedError):
-        return "the server closed the connection without answering"
-    if isinstance(exc, aiohttp.ClientPayloadError):
-        return "the answer was cut off before its end"
-    if isinstance(exc, aiohttp.ClientResponseError):
-        return f"the answer is not valid HTTP ({exc.message})"
-    if isinstance(exc, aiohttp.ClientOSError):
-        return _os_words(exc)
-    return type(exc).__name__
+    return _os_words(exc)
 
 
-def _os_words(exc: aiohttp.ClientOSError) -> str:
+def _os_words(exc: BaseException) -> str:
     """`connection refused`, `network is unreachable`: the system's words, lower-cased."""
-    cause = getattr(exc, "os_error", exc)
-    number = getattr(cause, "errno", None)
+    number = getattr(exc, "errno", None)
     # asyncio's own text for a refused connection is "Connect call failed ('1.2.3.4', 443)".
-    text = os.strerror(number) if number else getattr(cause, "strerror", None)
-    text = text or type(cause).__name__
+    text = os.strerror(number) if number else getattr(exc, "strerror", None)
+    text = text or str(exc) or type(exc).__name__
     return text[0].lower() + text[1:]

@@ -1,6 +1,6 @@
-"""proxy.transport: httpx's client over the aiohttp pool, against real servers on loopback.
+"""proxy.transport: httpx over the pooled HTTP/1.1 transport, against real servers on loopback.
 
-Every test goes through `httpx.AsyncClient(transport=AiohttpTransport(...))`, as upstream.py
+Every test goes through `httpx.AsyncClient(transport=PooledTransport(...))`, as upstream.py
 does, and checks what the client sees (bodies, httpx's exceptions) and what the server saw
 (requests, connections accepted, clients that hung up).
 """
@@ -35,7 +35,7 @@ from upstream import (
     text_stream,
 )
 
-from claude_bridge.proxy.transport import SILENCES_WATCHED, AiohttpTransport
+from claude_bridge.proxy.transport import SILENCES_WATCHED, PooledTransport
 
 T = TypeVar("T")
 # Short: the timeout tests wait this long, and nothing else depends on it.
@@ -52,7 +52,7 @@ def run(
     """`main(client)` on a fresh event loop, the client and its transport closed after."""
 
     async def go() -> T:
-        transport = AiohttpTransport(
+        transport = PooledTransport(
             max_connections=max_connections, connect_timeout=connect, read_timeout=read
         )
         timeout = httpx.Timeout(read, connect=connect)
@@ -394,9 +394,9 @@ def test_aclose_ends_the_session(upstream: FakeUpstream) -> None:
     upstream.reply(JSONReply({}))
 
     async def main() -> Any:
-        transport = AiohttpTransport(max_connections=1, connect_timeout=5, read_timeout=5)
+        transport = PooledTransport(max_connections=1, connect_timeout=5, read_timeout=5)
         await transport.aclose()  # before any request: nothing to close
-        transport = AiohttpTransport(max_connections=1, connect_timeout=5, read_timeout=5)
+        transport = PooledTransport(max_connections=1, connect_timeout=5, read_timeout=5)
         client = httpx.AsyncClient(transport=transport)
         await client.post(url_of(upstream), json={})
         await client.aclose()
