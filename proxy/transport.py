@@ -137,7 +137,9 @@ class PooledTransport(httpx.AsyncBaseTransport):
     async def aclose(self) -> None:
         self._closed = True
         for connection in self._open:
-            connection.close()  # in use too: their answers end as cut off
+            # In use too: their answers end as cut off. Aborted: a TLS connection's polite
+            # close waits for the server's goodbye, past the end of a loop being shut down.
+            connection.transport.abort()
         self._open.clear()
         self._idle.clear()
 
@@ -333,11 +335,13 @@ class _Connection(asyncio.Protocol):
             self._parser.feed_data(data)
         except (httptools.HttpParserUpgrade, httptools.HttpParserError) as exc:
             head = self._head
-            if head is not None and head.status == 101:
-                # `Switching Protocols`, unasked: llhttp stops after its head. An answer
-                # without a body (upstream.py refuses its status); the connection is done.
+            if self._complete or (head is not None and head.status == 101):
+                # Bytes after the answer's end that nobody asked for, or `Switching Protocols`
+                # (llhttp stops after its head: an answer without a body, which upstream.py
+                # refuses): the answer stands, the connection serves nothing more.
                 self._complete = True
                 self._keep_alive = False
+                self.transport.close()
             else:
                 self._fail(httpx.RemoteProtocolError(f"the answer is not valid HTTP ({exc})"))
                 return

@@ -367,7 +367,7 @@ def test_http_proxy_from_the_environment(
     upstream: FakeUpstream, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # The fake upstream plays the proxy: it records the absolute-form target a proxy gets.
-    monkeypatch.setenv("HTTP_PROXY", f"http://127.0.0.1:{upstream.port}")
+    monkeypatch.setenv("HTTP_PROXY", f"http://user:pw@127.0.0.1:{upstream.port}")
     monkeypatch.delenv("NO_PROXY", raising=False)
     monkeypatch.delenv("no_proxy", raising=False)
     upstream.reply(JSONReply({}))
@@ -377,6 +377,7 @@ def test_http_proxy_from_the_environment(
 
     assert run(main).status_code == 200
     assert upstream.last.target == "http://upstream.invalid/v1/chat/completions"
+    assert upstream.last.headers["proxy-authorization"] == "Basic dXNlcjpwdw=="
 
 
 def test_credentials_in_the_url_become_basic_auth(upstream: FakeUpstream) -> None:
@@ -476,3 +477,227 @@ def test_an_untrusted_certificate_is_a_connect_error(tls_server: tuple[str, Path
 
     with pytest.raises(httpx.ConnectError, match=r"(?i)certificate"):
         run(main)
+
+
+def test_https_through_a_connect_proxy(
+    tls_server: tuple[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    url, cert = tls_server
+    monkeypatch.setenv("SSL_CERT_FILE", str(cert))
+    with ConnectProxy() as proxy:
+        monkeypatch.setenv("HTTPS_PROXY", f"http://user:pw@127.0.0.1:{proxy.port}")
+        monkeypatch.delenv("NO_PROXY", raising=False)
+        monkeypatch.delenv("no_proxy", raising=False)
+
+        async def main(client: httpx.AsyncClient) -> Any:
+            return [(await client.post(url, json={})).json() for _ in range(2)]
+
+        answers = run(main)
+    assert [a["choices"][0]["message"]["content"] for a in answers] == ["over TLS"] * 2
+    # A tunnel a request (the server speaks HTTP/1.0), the proxy's own credentials on each.
+    assert len(proxy.heads) == 2
+    for head in proxy.heads:
+        assert head.startswith(f"CONNECT localhost:{httpx.URL(url).port} HTTP/1.1\r\n")
+        assert "Proxy-Authorization: Basic dXNlcjpwdw==" in head
+
+
+def test_a_proxy_that_refuses_the_tunnel_is_a_proxy_error(
+    tls_server: tuple[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    url, _ = tls_server
+    with ConnectProxy(refuse=True) as proxy:
+        monkeypatch.setenv("HTTPS_PROXY", f"http://127.0.0.1:{proxy.port}")
+        monkeypatch.delenv("NO_PROXY", raising=False)
+        monkeypatch.delenv("no_proxy", raising=False)
+
+        async def main(client: httpx.AsyncClient) -> None:
+            await client.post(url, json={})
+
+        with pytest.raises(httpx.ProxyError, match="407"):
+            run(main)
+
+
+class ConnectProxy:
+    """An HTTP proxy on loopback that only tunnels (`CONNECT`), in a thread; `heads` holds
+    the heads it was sent. `refuse`: it answers 407 instead."""
+
+    def __init__(self, *, refuse: bool = False) -> None:
+        self.refuse = refuse
+        self.heads: list[str] = []
+        self._server = socket.socket()
+        self._server.bind(("127.0.0.1", 0))
+        self._server.listen()
+        self.port: int = self._server.getsockname()[1]
+        self._threads: list[threading.Thread] = []
+
+    def __enter__(self) -> ConnectProxy:
+        self._spawn(self._accept)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._server.close()
+
+    def _spawn(self, target: Callable[..., None], *args: Any) -> None:
+        thread = threading.Thread(target=target, args=args, daemon=True)
+        thread.start()
+        self._threads.append(thread)
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self._server.accept()
+            except OSError:  # closed: the test is over
+                return
+            self._spawn(self._tunnel, client)
+
+    def _tunnel(self, client: socket.socket) -> None:
+        head = b""
+        while b"\r\n\r\n" not in head:
+            head += client.recv(4096)
+        self.heads.append(head.decode("latin-1"))
+        if self.refuse:
+            client.sendall(
+                b"HTTP/1.1 407 Proxy Authentication Required\r\ncontent-length: 0\r\n\r\n"
+            )
+            client.close()
+            return
+        host, _, port = head.split(b" ")[1].decode().rpartition(":")
+        origin = socket.create_connection(("127.0.0.1" if host == "localhost" else host, int(port)))
+        client.sendall(b"HTTP/1.1 200 Connection established\r\n\r\n")
+        self._spawn(_pump, origin, client)
+        _pump(client, origin)
+
+
+def _pump(source: socket.socket, sink: socket.socket) -> None:
+    try:
+        while data := source.recv(65536):
+            sink.sendall(data)
+    except OSError:
+        pass
+    finally:
+        sink.close()
+        source.close()
+
+
+# -- answers at the byte level -----------------------------------------------------------
+
+
+class RawServer:
+    """A loopback server in a thread that answers each request it reads with the next of
+    `answers`, bytes exactly as given (then closes the connection if the answer is followed
+    by `None`); `accepted` counts its connections."""
+
+    def __init__(self, *answers: bytes | None) -> None:
+        self.answers = list(answers)
+        self.accepted = 0
+        self._server = socket.socket()
+        self._server.bind(("127.0.0.1", 0))
+        self._server.listen()
+        self.url = f"http://127.0.0.1:{self._server.getsockname()[1]}/v1/chat/completions"
+
+    def __enter__(self) -> RawServer:
+        threading.Thread(target=self._accept, daemon=True).start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._server.close()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                conn, _ = self._server.accept()
+            except OSError:
+                return
+            self.accepted += 1
+            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+
+    def _serve(self, conn: socket.socket) -> None:
+        with conn:
+            buffer = b""
+            while self.answers:
+                while b"\r\n\r\n" not in buffer:
+                    data = conn.recv(65536)
+                    if not data:
+                        return
+                    buffer += data
+                head, _, buffer = buffer.partition(b"\r\n\r\n")
+                length = 0
+                for line in head.split(b"\r\n")[1:]:
+                    name, _, value = line.partition(b":")
+                    if name.strip().lower() == b"content-length":
+                        length = int(value)
+                while len(buffer) < length:
+                    buffer += conn.recv(65536)
+                buffer = buffer[length:]
+                answer = self.answers.pop(0)
+                if answer is None:
+                    return
+                conn.sendall(answer)
+                if self.answers and self.answers[0] is None:
+                    return
+
+
+def test_a_head_over_the_limit_is_refused() -> None:
+    padding = b"".join(b"x-pad-%d: %s\r\n" % (i, b"a" * 1000) for i in range(80))
+    with RawServer(b"HTTP/1.1 200 OK\r\n" + padding + b"content-length: 2\r\n\r\n{}") as server:
+
+        async def main(client: httpx.AsyncClient) -> None:
+            await client.post(server.url, json={})
+
+        with pytest.raises(httpx.RemoteProtocolError, match="over 64 KiB"):
+            run(main)
+
+
+def test_a_long_head_within_the_limit_is_taken() -> None:
+    padding = b"x-pad: " + b"a" * 60_000 + b"\r\n"
+    with RawServer(b"HTTP/1.1 200 OK\r\n" + padding + b"content-length: 2\r\n\r\n{}") as server:
+
+        async def main(client: httpx.AsyncClient) -> httpx.Response:
+            return await client.post(server.url, json={})
+
+        response = run(main)
+    assert response.json() == {}
+    assert len(response.headers["x-pad"]) == 60_000
+
+
+def test_bytes_after_the_answer_are_not_read_as_the_next_one() -> None:
+    answer = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n{}"
+    surplus = b'HTTP/1.1 200 OK\r\ncontent-length: 9\r\n\r\n"planted"'
+    with RawServer(answer + surplus, answer) as server:
+
+        async def main(client: httpx.AsyncClient) -> list[Any]:
+            return [(await client.post(server.url, json={})).json() for _ in range(2)]
+
+        assert run(main) == [{}, {}]
+        assert server.accepted == 2  # the first connection was not trusted again
+
+
+def test_a_body_that_lasts_until_the_connection_closes() -> None:
+    answer = b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n\r\n" + b'{"a": 1}'
+    with RawServer(answer, None) as server:
+
+        async def main(client: httpx.AsyncClient) -> Any:
+            return (await client.post(server.url, json={})).json()
+
+        assert run(main) == {"a": 1}
+
+
+def test_an_interim_answer_is_skipped() -> None:
+    answer = b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 201 Created\r\ncontent-length: 2\r\n\r\n{}"
+    with RawServer(answer) as server:
+
+        async def main(client: httpx.AsyncClient) -> httpx.Response:
+            return await client.post(server.url, json={})
+
+        response = run(main)
+    assert (response.status_code, response.json()) == (201, {})
+
+
+def test_an_answer_that_is_not_http_is_a_protocol_error() -> None:
+    with RawServer(b"SSH-2.0-OpenSSH_9.6\r\n\r\n", None) as server:
+
+        async def main(client: httpx.AsyncClient) -> None:
+            await client.post(server.url, json={})
+
+        with pytest.raises(httpx.RemoteProtocolError, match="not valid HTTP"):
+            run(main)
