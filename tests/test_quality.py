@@ -7,6 +7,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -65,6 +66,18 @@ def test_proxy_never_imports_the_cli(path: Path) -> None:
     for name in _imports(path):
         assert name.split(".")[0] not in {"typer", "rich"}, f"{path}: {name}"
         assert "cli" not in name.split("."), f"{path}: {name}"
+
+
+def test_every_package_is_installed() -> None:
+    """`pip install .` (the README's command, not editable) copies only the packages that
+    pyproject.toml lists: a package missing there is missing from the install."""
+    setuptools = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
+    found = {
+        "claude_bridge." + ".".join(init.parent.relative_to(ROOT).parts)
+        for top in setuptools["package-dir"].values()
+        for init in (ROOT / top).rglob("__init__.py")
+    }
+    assert found == set(setuptools["packages"])
 
 
 def test_ruff() -> None:
