@@ -33,10 +33,12 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import functools
 import os
 import socket
 import ssl
 import urllib.request
+from asyncio import staggered
 from collections import deque
 from collections.abc import AsyncIterator
 from typing import Any, NamedTuple, cast
@@ -215,8 +217,7 @@ class PooledTransport(httpx.AsyncBaseTransport):
             async with asyncio.timeout(timeout.get("connect")):
                 await loop.create_connection(
                     lambda: connection,
-                    host,
-                    port,
+                    sock=await _tcp(host, port),
                     ssl=first_tls,
                     server_hostname=host if first_tls else None,
                 )
@@ -595,6 +596,53 @@ async def _parts(stream: httpx.AsyncByteStream | httpx.SyncByteStream) -> AsyncI
     else:
         for part in stream:
             yield part
+
+
+# Happy eyeballs (RFC 8305), as httpcore (through anyio) and aiohttp connect: the next address
+# is tried when one has not connected within this many seconds, so a host whose IPv6 address
+# is unreachable without a word (a broken IPv6 route) still connects over IPv4 at once.
+# uvloop's `create_connection` tries the addresses one after another, each to its end.
+HAPPY_EYEBALLS_DELAY = 0.25
+
+
+async def _tcp(host: str, port: int) -> socket.socket:
+    """A connected TCP socket to `host`: its addresses raced, families interleaved."""
+    loop = asyncio.get_running_loop()
+    found = await _addresses(host, port)
+    by_family: dict[int, list[tuple[Any, ...]]] = {}
+    for family, kind, proto, _, address in found:
+        by_family.setdefault(family, []).append((family, kind, proto, address))
+    # IPv6, IPv4, IPv6...: the resolver's first family first.
+    queues = list(by_family.values())
+    ordered = [queue[i] for i in range(max(map(len, queues))) for queue in queues if i < len(queue)]
+
+    async def attempt(family: int, kind: int, proto: int, address: Any) -> socket.socket:
+        sock = socket.socket(family, kind, proto)
+        try:
+            sock.setblocking(False)
+            await loop.sock_connect(sock, address)
+        except BaseException:
+            sock.close()
+            raise
+        return sock
+
+    if len(ordered) == 1:
+        return await attempt(*ordered[0])
+    attempts = [functools.partial(attempt, *entry) for entry in ordered]
+    sock, _, errors = await staggered.staggered_race(attempts, HAPPY_EYEBALLS_DELAY)
+    if sock is None:
+        failed = [error for error in errors if error is not None]
+        # The first address's failure speaks for all when they all failed the same way.
+        raise failed[0] if failed else OSError(f"no address of {host} answered")
+    return cast(socket.socket, sock)
+
+
+async def _addresses(host: str, port: int) -> list[tuple[Any, ...]]:
+    """`host`'s addresses for a TCP connection (`getaddrinfo`'s entries)."""
+    found = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    if not found:
+        raise socket.gaierror(f"{host} has no address")
+    return found
 
 
 def _proxy_authorization(proxy: httpx.URL) -> bytes | None:

@@ -35,6 +35,7 @@ from upstream import (
     text_stream,
 )
 
+from claude_bridge.proxy import transport as transport_module
 from claude_bridge.proxy.transport import SILENCES_WATCHED, PooledTransport
 
 T = TypeVar("T")
@@ -285,6 +286,31 @@ def test_unknown_host_is_connect_error() -> None:
 
     with pytest.raises(httpx.ConnectError):
         run(main)
+
+
+def test_an_address_that_never_answers_gives_way_to_the_next(
+    tarpit: int, upstream: FakeUpstream, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Happy eyeballs: a host's first address hangs (an IPv6 route that drops everything,
+    played by a port whose accept queue is full), its second answers: the request goes
+    through the second long before the connect timeout."""
+    upstream.reply(JSONReply({}))
+    stream, tcp = socket.SOCK_STREAM, socket.IPPROTO_TCP
+    entries = [
+        (socket.AF_INET, stream, tcp, "", ("127.0.0.1", tarpit)),
+        (socket.AF_INET, stream, tcp, "", ("127.0.0.1", upstream.port)),
+    ]
+
+    async def addresses(host: str, port: int) -> list[tuple[Any, ...]]:
+        return entries
+
+    monkeypatch.setattr(transport_module, "_addresses", addresses)
+
+    async def main(client: httpx.AsyncClient) -> httpx.Response:
+        return await client.post("http://upstream.test/v1/chat/completions", json={})
+
+    assert run(main, connect=30).status_code == 200
+    assert upstream.last.headers["host"] == "upstream.test"
 
 
 def test_connect_timeout(tarpit: int) -> None:
