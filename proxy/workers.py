@@ -12,8 +12,10 @@ a fresh interpreter, no threads forked), and then only listens to them:
 - the parent keeps a mirror `Exchange` per exchange in flight and publishes the events on its
   own bus, so the dashboard, the request lines, JSON events and the request log work unchanged;
 - a worker that dies while serving is said so and started again (its exchanges in flight end
-  as failed on the dashboard); one that dies before it ever served means the proxy cannot
-  start: every worker is stopped;
+  as failed on the dashboard), at once the first time; one that keeps dying soon after it
+  starts is started again later each time (`Backoff`), so a crash at every start does not
+  spin a core on interpreters starting; one that dies before it ever served means the proxy
+  cannot start: every worker is stopped;
 - Ctrl-C and SIGTERM reach the parent alone (the workers run in their own process group): the
   parent says at once what is in flight and sends every worker SIGTERM, which drains it as
   `serve` drains; a second Ctrl-C is passed on as SIGINT, ending what is left at once.
@@ -207,6 +209,29 @@ def _child(entry: Entry, sockets: list[socket.socket], conn: Connection, parent:
 
 
 @dataclass
+class Backoff:
+    """How long a dead worker's replacement waits: nothing when the worker had lived
+    `stable_after` seconds, else `first` seconds, doubling with each quick death in a row up to
+    `cap` (a worker that crashes while starting up again and again, say on a request that its
+    client keeps sending, is started a few times a minute rather than back to back)."""
+
+    first: float = 1.0
+    cap: float = 30.0
+    stable_after: float = 60.0
+    _quick: dict[int, int] = field(default_factory=dict)
+
+    def delay(self, index: int, lived: float) -> float:
+        """The wait before worker `index` starts again, having lived `lived` seconds."""
+        if lived >= self.stable_after:
+            self._quick.pop(index, None)
+            return 0.0
+        quick = self._quick[index] = self._quick.get(index, 0) + 1
+        if quick == 1:  # a first death soon after a start: it may be the machine's blip
+            return 0.0
+        return min(self.cap, self.first * 2.0 ** (quick - 2))
+
+
+@dataclass
 class Worker:
     index: int
     """1, 2, ...: names the worker in messages and its journal file."""
@@ -214,6 +239,8 @@ class Worker:
     """0 for the first process of this index, 1 after its first restart, ..."""
     process: multiprocessing.process.BaseProcess
     conn: Connection | None
+    started: float
+    """When it was started (the supervisor's clock)."""
     ready: bool = False
     exchanges: set[str] = field(default_factory=set)
     """Its exchanges in flight (their mirrors)."""
@@ -237,6 +264,7 @@ class Supervisor:
         grace: float,
         on_stop: Callable[[Stopping], None] = lambda stopping: None,
         clock: Callable[[], float] = time.monotonic,
+        backoff: Backoff | None = None,
     ) -> None:
         self._entry = entry
         self._sockets = sockets
@@ -244,8 +272,11 @@ class Supervisor:
         self._grace = grace
         self._on_stop = on_stop
         self._clock = clock
+        self._backoff = backoff or Backoff()
         self._context = multiprocessing.get_context("spawn")
         self._workers: dict[int, Worker] = {}
+        self._due: dict[int, tuple[float, int]] = {}
+        """Workers to start again: index -> (when, life)."""
         self._mirror: dict[str, Exchange] = {}
         self._stopping = False
         self._ended = False
@@ -273,7 +304,7 @@ class Supervisor:
             for index in range(1, self.count + 1):
                 if not self._stopping:  # a stop signal may come while they start
                     self._start(index, 0)
-            while self._workers:
+            while self._workers or (self._due and not self._stopping):
                 self._step()
         if self._failed is not None:
             log.error("%s", self._failed)
@@ -283,12 +314,25 @@ class Supervisor:
     # -- the loop
 
     def _step(self) -> None:
+        timeout = 1.0
+        if self._stopping:
+            self._due.clear()  # a stop signal came while they waited: none starts
+        for index, (when, life) in sorted(self._due.items()):
+            left = when - self._clock()
+            if left <= 0:
+                del self._due[index]
+                self._start(index, life)
+            else:
+                timeout = min(timeout, left)
         waiting: dict[object, Worker] = {}
         for worker in self._workers.values():
             waiting[worker.process.sentinel] = worker
             if worker.conn is not None:
                 waiting[worker.conn] = worker
-        for ready in wait(list(waiting), timeout=1.0):  # type: ignore[arg-type]
+        if not waiting:  # only restarts to wait for
+            time.sleep(timeout)
+            return
+        for ready in wait(list(waiting), timeout=timeout):  # type: ignore[arg-type]
             worker = waiting[ready]
             if ready is worker.conn:
                 self._receive(worker)
@@ -366,8 +410,16 @@ class Supervisor:
             self._stop(signal.SIGTERM)
             return
         self.restarts += 1
-        log.warning("%s %s; starting another", worker.name, how)
-        self._start(worker.index, worker.life + 1)
+        delay = self._backoff.delay(worker.index, self._clock() - worker.started)
+        if delay <= 0:
+            log.warning("%s %s; starting another", worker.name, how)
+            self._start(worker.index, worker.life + 1)
+            return
+        log.warning(
+            "%s %s, again soon after it started; starting another in %g s",
+            *(worker.name, how, delay),
+        )
+        self._due[worker.index] = (self._clock() + delay, worker.life + 1)
 
     def _lost(self, worker: Worker, code: int | None) -> None:
         """Its exchanges in flight end, failed, for every listener."""
@@ -398,7 +450,7 @@ class Supervisor:
         finally:
             signal.signal(signal.SIGINT, previous)
         writer.close()
-        self._workers[index] = Worker(index, life, process, reader)
+        self._workers[index] = Worker(index, life, process, reader, self._clock())
 
     # -- stopping
 

@@ -32,7 +32,7 @@ from claude_bridge.cli import listen
 from claude_bridge.cli.main import app as cli_app
 from claude_bridge.proxy.config import ConfigError, load_settings
 from claude_bridge.proxy.events import Bus, Exchange
-from claude_bridge.proxy.workers import Relay, Supervisor, Worker
+from claude_bridge.proxy.workers import Backoff, Relay, Supervisor, Worker
 
 CLI = Path(sys.executable).parent / "claude-bridge"
 WAIT = 30.0
@@ -273,7 +273,7 @@ def test_the_parent_mirrors_what_a_worker_relays() -> None:
     bus = Bus()
     bus.subscribe(lambda kind, e: seen.append((kind, e.output_so_far, e.status)))
     supervisor = Supervisor(lambda index, life: print, [[]], bus, grace=5)
-    worker = Worker(1, 0, context.Process(), reader)
+    worker = Worker(1, 0, context.Process(), reader, started=0.0)
     exchange = Exchange(id="req_1", route="messages", stream=True)
     relay("start", exchange)
     exchange.output_chars = 40  # streamed since: no event says so
@@ -302,3 +302,52 @@ def test_the_parent_mirrors_what_a_worker_relays() -> None:
     (record,) = records
     assert record.getMessage() == "hello" and record.worker == 1  # type: ignore[attr-defined]
     reader.close()
+
+
+def test_a_worker_that_keeps_dying_soon_after_it_starts_waits_longer_each_time() -> None:
+    backoff = Backoff(first=1.0, cap=30.0, stable_after=60.0)
+    quick = [backoff.delay(1, lived=2.0) for _ in range(8)]
+    # The first death may be a blip: at once; then 1 s, doubling, up to the cap.
+    assert quick == [0.0, 1.0, 2.0, 4.0, 8.0, 16.0, 30.0, 30.0]
+    assert backoff.delay(2, lived=2.0) == 0.0  # every worker counts its own
+    assert backoff.delay(1, lived=60.0) == 0.0  # a worker that had served a while: at once,
+    assert backoff.delay(1, lived=2.0) == 0.0  # and the count starts again
+
+
+def _ready_then_gone(relay: Relay, sockets: list[Any]) -> bool:
+    """A worker that says it serves, and ends at once (a crash after start-up)."""
+    relay.ready()
+    return True
+
+
+def _gone_before_ready(relay: Relay, sockets: list[Any]) -> bool:
+    return False
+
+
+def _dies_after_ready_three_times(index: int, life: int) -> Callable[[Relay, list[Any]], bool]:
+    return _ready_then_gone if life < 3 else _gone_before_ready
+
+
+def test_the_supervisor_waits_before_starting_a_worker_that_keeps_dying(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Real processes: a worker that dies right after it started is started again at once,
+    then after the backoff's delays; one that cannot start at all stops the proxy."""
+    supervisor = Supervisor(
+        _dies_after_ready_three_times,
+        [[]],
+        Bus(),
+        grace=5,
+        backoff=Backoff(first=0.05, cap=0.1, stable_after=60.0),
+    )
+    with caplog.at_level(logging.WARNING, logger="claude_bridge.workers"):
+        assert supervisor.run() is False
+    said = [r.getMessage() for r in caplog.records if " exited (" in r.getMessage()]
+    assert [m.split("; ", 1)[1] for m in said[:3]] == [
+        "starting another",
+        "starting another in 0.05 s",
+        "starting another in 0.1 s",
+    ]
+    assert "again soon after it started" in said[1]
+    assert "before it could serve" in said[3]
+    assert supervisor.restarts == 3
