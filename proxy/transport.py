@@ -57,6 +57,8 @@ MAX_HEAD = 64 * 1024
 # Bytes received and not yet taken by the caller before the connection stops reading: the
 # caller's pace reaches the upstream through TCP, and a fast upstream cannot fill memory.
 MAX_BUFFERED = 256 * 1024
+# Bodies up to this size go out in one buffer with the request's head (one send).
+JOINED_BODY = 64 * 1024
 # A request extension: set, the caller times the body's silences itself, so the read timeout
 # covers the wait for the headers only.
 SILENCES_WATCHED = "claude_bridge.silences_watched"
@@ -434,8 +436,10 @@ class _Connection(asyncio.Protocol):
                     write(b"%x\r\n%b\r\n" % (len(part), part))
             write(b"0\r\n\r\n")
         else:
-            write(head + body if len(body) < 65536 else head)
-            if len(body) >= 65536:  # not copied into one buffer with its head
+            if len(body) < JOINED_BODY:
+                write(head + body)  # one send
+            else:  # a big body is not copied into one buffer with its head
+                write(head)
                 write(body)
         while self._head is None:
             await self._wait(read)
