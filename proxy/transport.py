@@ -48,9 +48,10 @@ import httpx
 
 from .config import Settings
 
-# As httpx: an idle pooled connection is dropped after 5 s, before most servers drop it (a
-# POST on a connection the server is closing fails and is not retried).
-KEEPALIVE_EXPIRY = 5.0
+# An idle pooled connection is dropped after 4 s, before the servers drop it: uvicorn (vLLM,
+# and most Python servers) closes idle connections at 5 s, and a POST sent on a connection the
+# server is closing fails unanswered and is not retried. (httpx's 5 s races them.)
+KEEPALIVE_EXPIRY = 4.0
 # An answer's status line and headers together. h11 (httpx) took 16 KiB; aiohttp 8 KiB a
 # line: an upstream that worked with either fits.
 MAX_HEAD = 64 * 1024
