@@ -4,11 +4,11 @@ httpx stays the seam (upstream.py's client, the recorder's and the replay's tran
 tests' transports all speak `httpx.AsyncBaseTransport`); only what sits under it is ours. The
 upstreams are HTTP/1.1 servers a pool of kept-alive connections talks to, one request at a
 time each, so what is left to do is small: write the request, parse the answer with llhttp
-(httptools, which uvicorn uses for the client side already), hand the body on piece by piece.
-httpx's own transport (httpcore, h11, anyio) cost ~0.63 ms of CPU per small request and scanned
-its whole pool on every request; aiohttp's client, which came next, 0.24 ms more per request
-than this module (`bench/client_stack.py`): its request and response objects, a task per
-request to write the body, a timer per piece.
+(httptools, which uvicorn already parses the clients' requests with), hand the body on piece
+by piece. httpx's own transport (httpcore, h11, anyio) cost ~0.63 ms of CPU per small request
+and scanned its whole pool on every request; aiohttp's client under httpx's API, which came
+next, ~0.19 ms more per request than this module (`bench/client_stack.py`): its request and
+response objects, a task per request to write the body, a timer per piece.
 
 What the transport keeps of httpx's behaviour:
 
@@ -23,6 +23,7 @@ What the transport keeps of httpx's behaviour:
 * `HTTP_PROXY`, `HTTPS_PROXY` and `ALL_PROXY` read when the transport is made, as httpx reads
   them when its client is; `NO_PROXY` at the first request to each host: plain HTTP goes to the
   proxy in absolute form, HTTPS through a `CONNECT` tunnel;
+* a host's addresses are raced (happy eyeballs), as httpcore and aiohttp race them;
 * closing a response before its end closes its connection, so the upstream sees the client
   leave; a response read to the end gives its connection back to the pool;
 * a hostile upstream is bounded: answer heads over `MAX_HEAD` bytes are refused, and reading
