@@ -231,7 +231,7 @@ def test_dns_failure(
         response = http.post("/v1/messages", json=body())
 
     message = assert_error(response, 500, "api_error")
-    # In the user's words, not aiohttp's (`Cannot connect to host ... ssl:default [...]`).
+    # In the user's words, not a library's (`Cannot connect to host ... ssl:default [...]`).
     assert message == (
         "could not connect to upstream llm.example.invalid:8080: its host name does not resolve"
     )

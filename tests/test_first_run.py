@@ -543,7 +543,7 @@ def test_help_reads_well_at_80_columns(command: list[str], monkeypatch: pytest.M
 
 # -- start-up: only what a command needs --------------------------------------------------------
 
-HEAVY = ("aiohttp", "httpx", "uvicorn", "starlette", "anthropic", "rich", "claude_bridge.proxy.app")
+HEAVY = ("httpx", "uvicorn", "starlette", "anthropic", "rich", "claude_bridge.proxy.app")
 PROBE = """
 import json, sys
 from claude_bridge.cli.main import app

@@ -85,7 +85,7 @@ def test_json_body_and_the_request_as_httpx_built_it(upstream: FakeUpstream) -> 
     seen = upstream.last
     assert (seen.method, seen.path) == ("POST", "/v1/chat/completions")
     assert seen.json == {"model": "m"}
-    # httpx's headers, and none of aiohttp's own.
+    # httpx's headers, and none added.
     assert seen.headers["user-agent"].startswith("python-httpx/")
     assert seen.headers["x-a"] == "1"
     assert seen.headers["content-type"] == "application/json"
