@@ -638,7 +638,7 @@ async def _tcp(host: str, port: int) -> socket.socket:
     sock, _, errors = await staggered.staggered_race(attempts, HAPPY_EYEBALLS_DELAY)
     if sock is None:
         failed = [error for error in errors if error is not None]
-        # The first address's failure speaks for all when they all failed the same way.
+        # The first address's failure is the one told: the one the user is most likely to know.
         raise failed[0] if failed else OSError(f"no address of {host} answered")
     return cast(socket.socket, sock)
 

@@ -415,8 +415,12 @@ class Supervisor:
             log.warning("%s %s; starting another", worker.name, how)
             self._start(worker.index, worker.life + 1)
             return
-        again = "again soon after it started; starting another in"
-        log.warning("%s %s, %s %g s", worker.name, how, again, delay)
+        log.warning(
+            "%s %s, again soon after it started; starting another in %g s",
+            worker.name,
+            how,
+            delay,
+        )
         self._due[worker.index] = (self._clock() + delay, worker.life + 1)
 
     def _lost(self, worker: Worker, code: int | None) -> None:

@@ -579,7 +579,11 @@ class ConnectProxy:
     def _tunnel(self, client: socket.socket) -> None:
         head = b""
         while b"\r\n\r\n" not in head:
-            head += client.recv(4096)
+            data = client.recv(4096)
+            if not data:  # the client left before asking
+                client.close()
+                return
+            head += data
         self.heads.append(head.decode("latin-1"))
         if self.refuse:
             client.sendall(
@@ -653,7 +657,10 @@ class RawServer:
                     if name.strip().lower() == b"content-length":
                         length = int(value)
                 while len(buffer) < length:
-                    buffer += conn.recv(65536)
+                    data = conn.recv(65536)
+                    if not data:
+                        return
+                    buffer += data
                 buffer = buffer[length:]
                 answer = self.answers.pop(0)
                 if answer is None:
