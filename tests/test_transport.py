@@ -11,6 +11,7 @@ import asyncio
 import gzip
 import http.server
 import json
+import os
 import shutil
 import socket
 import ssl
@@ -22,6 +23,7 @@ from typing import Any, Literal, TypeVar
 
 import httpx
 import pytest
+import uvloop
 from upstream import (
     DONE,
     FakeUpstream,
@@ -311,6 +313,35 @@ def test_an_address_that_never_answers_gives_way_to_the_next(
 
     assert run(main, connect=30).status_code == 200
     assert upstream.last.headers["host"] == "upstream.test"
+
+
+@pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="counts open files in /proc")
+def test_addresses_that_answer_together_leave_one_socket_open(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Happy eyeballs with no delay between attempts, every address answering (a listener
+    that never accepts: the kernel completes the connects, and no server socket opens in this
+    process): on uvloop the connects finish in the same loop step, and the race's losers close
+    their sockets before it ends, so the winner's is the only one left open."""
+    with socket.create_server(("127.0.0.1", 0), backlog=8) as listener:
+        address = listener.getsockname()
+        entries = [(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP, "", address)] * 3
+
+        async def addresses(host: str, port: int) -> list[tuple[Any, ...]]:
+            return entries
+
+        monkeypatch.setattr(transport_module, "_addresses", addresses)
+        monkeypatch.setattr(transport_module, "HAPPY_EYEBALLS_DELAY", 0)
+
+        async def main() -> int:
+            before = len(os.listdir("/proc/self/fd"))
+            sock = await transport_module._tcp("upstream.test", address[1])
+            try:
+                return len(os.listdir("/proc/self/fd")) - before
+            finally:
+                sock.close()
+
+        assert uvloop.run(main()) == 1
 
 
 def test_connect_timeout(tarpit: int) -> None:
