@@ -265,7 +265,7 @@ class Agent:
     def run(self) -> None:
         bench = self.bench
         bench.started = time.monotonic()
-        bench.progress("starting the upstream, claude-bridge, the relay" + (
+        bench.progress("starting the upstream, claude-bridge, the floor proxy, the relay" + (
             ", litellm" if bench.args.litellm else ""))  # fmt: skip
         self.start()
         bench.progress("translating the bodies, checking every answer")
@@ -322,7 +322,7 @@ class Agent:
         out += ["", "## CPU per streamed chunk, 1,000 chunks paced 1 ms (µs)"]
         for name in ("bridge", "floor", "baseline", "pipe", "litellm"):
             if f"cpu.{name}" in r.values:
-                title = "bare TCP relay (the floor)" if name == "pipe" else label[name]
+                title = "bare TCP relay (wake-ups, sockets)" if name == "pipe" else label[name]
                 out.append(f"{title:<40}{run.fmt(r.med(f'cpu.{name}'), 1):>10}")
         before = "baseline" in names
         out += [
