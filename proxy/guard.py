@@ -16,11 +16,16 @@ route, the auth check or the body is touched:
 
 It runs on every request, so everything that can be is computed once: the hot path for an SDK
 request is one pass over the headers and a few set lookups.
+
+A refusal is logged as a warning the first time its words are seen (a page probing the proxy,
+or a client sending the wrong content type, shows on the proxy's side too), and not again: a
+page can send thousands a second, and must not fill the log or spend the proxy's time on it.
 """
 
 from __future__ import annotations
 
 import ipaddress
+import logging
 import re
 from collections.abc import Callable
 
@@ -30,6 +35,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from .config import Settings
 from .core.errors import BridgeError, InvalidRequest
 from .core.ids import new_request_id
+
+log = logging.getLogger("claude_bridge.guard")
 
 Render = Callable[[BridgeError, str], Response]
 """Builds the Anthropic error answer (the app's `error_response`), so there is one shape."""
@@ -41,6 +48,8 @@ _JSON = b"application/json"
 # can vary the port.
 _HOST_CACHE_SIZE = 256
 _SHOWN = 100  # characters of a refused header value repeated in the error message
+# Distinct refusals logged; a page can vary the values it sends, and the log stays bounded.
+_TOLD = 100
 # What the anthropic JS SDK sends from a browser (`dangerouslyAllowBrowser`); a preflight asking
 # for more from an allowed origin gets those too (`_extra_headers`).
 _SDK_HEADERS = (
@@ -137,6 +146,7 @@ class Guard:
         )
         self._sdk_headers = frozenset(_SDK_HEADERS)
         self._allow_headers = ", ".join(_SDK_HEADERS)
+        self._told: set[str] = set()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -157,7 +167,7 @@ class Guard:
         if origin is not None and refusal is None:
             refusal = self._refuse_origin(origin)
         if refusal is not None:
-            await self.render(refusal, new_request_id())(scope, receive, send)
+            await self._refuse(refusal, scope, receive, send)
             return
         if origin is not None:
             if preflight is not None and scope["method"] == "OPTIONS":
@@ -170,9 +180,24 @@ class Guard:
                 f"the request body must be JSON: send `content-type: application/json` "
                 f"(got {declared})"
             )
-            await self.render(error, new_request_id())(scope, receive, send)
+            await self._refuse(error, scope, receive, send)
             return
         await self.app(scope, receive, send)
+
+    async def _refuse(self, error: BridgeError, scope: Scope, receive: Receive, send: Send) -> None:
+        request_id = new_request_id()
+        if error.message not in self._told and len(self._told) < _TOLD:
+            self._told.add(error.message)
+            # The path as `%r`: percent-decoded, it may hold control characters.
+            log.warning(
+                "refused %s %r with %d: %s (the same refusal is not logged again)",
+                scope["method"],
+                scope["path"][:_SHOWN],
+                error.status,
+                error.message,
+                extra={"request_id": request_id},
+            )
+        await self.render(error, request_id)(scope, receive, send)
 
     def _refuse_host(self, host: bytes | None, count: int) -> Forbidden | None:
         if count == 1 and host is not None:

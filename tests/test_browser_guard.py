@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import logging
 import socket
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -27,7 +28,7 @@ from conftest import (
 from starlette.testclient import TestClient
 from upstream import FakeUpstream, JSONReply, completion
 
-from claude_bridge.proxy import __version__
+from claude_bridge.proxy import __version__, guard
 from claude_bridge.proxy.app import create_app
 
 REQUEST = json.dumps(
@@ -298,6 +299,53 @@ def test_a_foreign_origin_is_refused(guarded: Bridge, upstream: FakeUpstream, or
     assert answer.error_type() == "permission_error"
     assert "access-control-allow-origin" not in answer.headers
     assert upstream.requests == []
+
+
+def test_each_refusal_is_logged_once(
+    make_bridge: Callable[..., Bridge], upstream: FakeUpstream, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A page probing the proxy shows in its log, once for each thing it tries: the same
+    refusal again (another path, the same origin) adds nothing, so a page sending thousands
+    fills no log."""
+    bridge = make_bridge()
+    probes = [
+        ("/v1/messages", "application/json", [("Origin", "http://evil.example")]),
+        ("/v1/messages/count_tokens", "application/json", [("Origin", "http://evil.example")]),
+        ("/v1/messages", "application/json", [("Origin", "http://other.example")]),
+        ("/v1/messages%1B%5B2J", "text/plain", []),  # ESC [ 2 J once decoded
+        ("/v1/messages", "text/plain", []),
+    ]
+    with caplog.at_level(logging.WARNING, logger="claude_bridge.guard"):
+        for path, content_type, headers in probes:
+            assert post(bridge, path, content_type, headers=headers).status in (400, 403)
+        post(bridge, "/v1/messages", "application/json", host=REBINDING_HOST)
+
+    told = [r.getMessage() for r in caplog.records if r.name == "claude_bridge.guard"]
+    assert len(told) == 4, told
+    assert "'http://evil.example' is not allowed" in told[0] and "403" in told[0]
+    assert "'http://other.example' is not allowed" in told[1]
+    assert "'text/plain'" in told[2] and "400" in told[2]
+    assert "\x1b" not in told[2] and "'/v1/messages\\x1b[2J'" in told[2]  # written out
+    assert REBINDING_HOST in told[3]
+    assert upstream.requests == []
+
+
+def test_the_refusals_logged_are_bounded(
+    make_bridge: Callable[..., Bridge],
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A page that varies what it sends (a new origin each time) is told about up to a bound,
+    then the log stays quiet; the refusals go on."""
+    monkeypatch.setattr(guard, "_TOLD", 2)
+    bridge = make_bridge()
+    with caplog.at_level(logging.WARNING, logger="claude_bridge.guard"):
+        for n in range(4):
+            origin = [("Origin", f"http://evil{n}.example")]
+            assert post(bridge, "/v1/messages", "application/json", headers=origin).status == 403
+
+    told = [r.getMessage() for r in caplog.records if r.name == "claude_bridge.guard"]
+    assert ["evil0" in told[0], "evil1" in told[1], len(told)] == [True, True, 2]
 
 
 @pytest.mark.parametrize("origin", ["http://127.0.0.1:3000", "http://localhost:5173"])
