@@ -8,10 +8,10 @@ does, and checks what the client sees (bodies, httpx's exceptions) and what the 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gzip
 import http.server
 import json
-import os
 import shutil
 import socket
 import ssl
@@ -315,14 +315,13 @@ def test_an_address_that_never_answers_gives_way_to_the_next(
     assert upstream.last.headers["host"] == "upstream.test"
 
 
-@pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="counts open files in /proc")
-def test_addresses_that_answer_together_leave_one_socket_open(
+def test_addresses_that_answer_together_leave_one_connection_open(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """Happy eyeballs with no delay between attempts, every address answering (a listener
-    that never accepts: the kernel completes the connects, and no server socket opens in this
-    process): on uvloop the connects finish in the same loop step, and the race's losers close
-    their sockets before it ends, so the winner's is the only one left open."""
+    """Happy eyeballs with no delay between attempts, every address answering: on uvloop the
+    connects finish in the same loop step, and the race's losers close their sockets before it
+    ends. The listener takes its connections only afterwards: every one but the winner's has
+    been closed by its client (a leaked one would wait here until the test's timeout)."""
     with socket.create_server(("127.0.0.1", 0), backlog=8) as listener:
         address = listener.getsockname()
         entries = [(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP, "", address)] * 3
@@ -332,16 +331,24 @@ def test_addresses_that_answer_together_leave_one_socket_open(
 
         monkeypatch.setattr(transport_module, "_addresses", addresses)
         monkeypatch.setattr(transport_module, "HAPPY_EYEBALLS_DELAY", 0)
-
-        async def main() -> int:
-            before = len(os.listdir("/proc/self/fd"))
-            sock = await transport_module._tcp("upstream.test", address[1])
-            try:
-                return len(os.listdir("/proc/self/fd")) - before
-            finally:
-                sock.close()
-
-        assert uvloop.run(main()) == 1
+        winner = uvloop.run(transport_module._tcp("upstream.test", address[1]))
+        listener.settimeout(0)
+        accepted: list[socket.socket] = []
+        with contextlib.suppress(BlockingIOError):
+            while True:
+                accepted.append(listener.accept()[0])
+        try:
+            ours = [c for c in accepted if c.getpeername() == winner.getsockname()]
+            others = [c for c in accepted if c not in ours]
+            assert len(ours) == 1
+            for connection in others:
+                connection.settimeout(5)
+                with contextlib.suppress(ConnectionResetError):
+                    assert connection.recv(1) == b""
+        finally:
+            winner.close()
+            for connection in accepted:
+                connection.close()
 
 
 def test_connect_timeout(tarpit: int) -> None:
